@@ -1,0 +1,96 @@
+"""The NATS implementation of `Transport` (nats-py core NATS: pub/sub and request/reply).
+
+This is the only module of `actors/` that imports `nats`. Requests use nats-py's own
+request multiplexer (one wildcard inbox subscription per connection), so an actor `ask` costs
+what a raw nats-py request costs plus the actor layer, which is what bench/actors.py measures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from switchboard.actors.transport import (
+    Handler,
+    Inbound,
+    NoResponders,
+    Reply,
+    TransportError,
+    TransportTimeout,
+)
+
+_STATUS = "Status"
+
+
+class _NatsSubscription:
+    def __init__(self, sub: Any) -> None:
+        self._sub = sub
+
+    async def unsubscribe(self) -> None:
+        try:
+            await self._sub.unsubscribe()
+        except ConnectionClosedError:
+            pass  # the server already dropped every subscription of a closed connection
+
+
+class NatsTransport:
+    def __init__(self, nc: Client, *, owns_connection: bool = False) -> None:
+        self.nc = nc
+        self._owns = owns_connection
+
+    @classmethod
+    async def connect(cls, servers: list[str] | str, *, name: str = "switchboard",
+                      **options: Any) -> "NatsTransport":
+        """Connect with reconnects that never give up: a node outlives NATS server restarts."""
+        options.setdefault("max_reconnect_attempts", -1)
+        options.setdefault("reconnect_time_wait", 0.25)
+        options.setdefault("connect_timeout", 2)
+        nc = await nats.connect(servers, name=name, **options)
+        return cls(nc, owns_connection=True)
+
+    async def publish(self, subject: str, data: bytes, *, reply: str = "",
+                      headers: dict[str, str] | None = None) -> None:
+        try:
+            await self.nc.publish(subject, data, reply=reply, headers=headers)
+        except ConnectionClosedError as exc:
+            raise TransportError(f"NATS connection closed publishing to {subject}") from exc
+
+    async def request(self, subject: str, data: bytes, *, timeout: float,
+                      headers: dict[str, str] | None = None) -> Reply:
+        try:
+            msg = await self.nc.request(subject, data, timeout=timeout, headers=headers)
+        except NoRespondersError:
+            raise NoResponders(f"no responders on {subject}") from None
+        except NatsTimeout:
+            raise TransportTimeout(f"no reply on {subject} within {timeout:.3f}s") from None
+        except ConnectionClosedError as exc:
+            raise TransportError(f"NATS connection closed requesting {subject}") from exc
+        return Reply(msg.data, msg.headers)
+
+    async def subscribe(self, subject: str, handler: Handler, *,
+                        queue: str = "") -> _NatsSubscription:
+        async def on_msg(msg: Msg) -> None:
+            hdrs = msg.headers
+            status = 0
+            if hdrs and _STATUS in hdrs:
+                status = int(hdrs[_STATUS][:3] or 0)
+            await handler(Inbound(msg.subject, msg.data, msg.reply, hdrs, status))
+
+        sub = await self.nc.subscribe(subject, queue=queue, cb=on_msg,
+                                      pending_msgs_limit=1_000_000)
+        return _NatsSubscription(sub)
+
+    def new_inbox(self) -> str:
+        return self.nc.new_inbox()
+
+    async def flush(self, timeout: float = 2.0) -> None:
+        await self.nc.flush(timeout=timeout)
+
+    async def close(self) -> None:
+        if self._owns and not self.nc.is_closed:
+            await self.nc.drain()
