@@ -34,7 +34,7 @@ class Actor:
     mailbox_capacity: ClassVar[int] = 1000
     overflow: ClassVar[Overflow] = Overflow.REJECT
 
-    context: "ActorContext"
+    context: ActorContext
 
     async def on_started(self) -> None:
         """Called before the first message of a fresh start."""

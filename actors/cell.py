@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from switchboard.actors.actor import Actor, StopActor
 from switchboard.actors.context import ActorContext
@@ -42,7 +43,7 @@ class Decision:
 class Parent(Protocol):
     """Whoever supervises a cell (supervisor/ implements it; actors/ only knows this shape)."""
 
-    async def child_exited(self, child: "ActorCell", reason: BaseException | None) -> Decision:
+    async def child_exited(self, child: ActorCell, reason: BaseException | None) -> Decision:
         """`reason` is the exception, or None when the actor ended normally."""
         ...
 
@@ -67,7 +68,7 @@ class CellState(enum.Enum):
 
 
 class ActorCell:
-    def __init__(self, system: "ActorSystem", ref: "ActorRef", factory: Callable[[], Actor],
+    def __init__(self, system: ActorSystem, ref: ActorRef, factory: Callable[[], Actor],
                  parent: Parent | None, mailbox: Mailbox) -> None:
         self.system = system
         self.ref = ref
@@ -217,7 +218,7 @@ class ActorCell:
                 await instance.on_started()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a failed start counts as a crash (OTP: start error)
+        except Exception as exc:  # noqa: BLE001 - a failed start is a crash (OTP start error)
             if not self._started.done():
                 self._started.set_exception(exc)
                 self._started.exception()  # retrieved: the spawner re-raises it
@@ -230,7 +231,7 @@ class ActorCell:
             await instance.on_stopping()
         except asyncio.CancelledError:
             raise
-        except Exception as stop_exc:
+        except Exception as stop_exc:  # noqa: BLE001 - on_stopping must not block the stop
             log.error("on_stopping of %s failed (%s)", self.ref, type(stop_exc).__name__)
         if outcome == "suspend" and self._suspend_done is not None:
             # The resume future exists before the suspender learns we are suspended.
@@ -266,7 +267,7 @@ class ActorCell:
                 if env.reply is not None:
                     env.reply(None, ActorDeadError(f"actor {self.ref} was cancelled"))
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the crash boundary: the parent decides
                 if env.reply is not None:
                     await _complete(env, None, exc)
                 log.warning("actor %s crashed on %s (%s)", self.ref, type(msg).__name__,

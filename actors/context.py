@@ -13,9 +13,9 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class ActorContext:
-    ref: "ActorRef"
-    system: "ActorSystem"
-    cell: "ActorCell"
+    ref: ActorRef
+    system: ActorSystem
+    cell: ActorCell
 
     def flush_mailbox(self) -> int:
         """Drop queued data messages except must-deliver ones (an interruption); return count."""

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from switchboard.actors.errors import MailboxFull
 
@@ -70,12 +71,12 @@ class Mailbox:
         if env.system:
             self._system.append(env)
         else:
-            if len(self._data) >= self.capacity:
-                if self.overflow is Overflow.REJECT or not self._evict_oldest():
-                    self._rejected += 1
-                    raise MailboxFull(
-                        f"mailbox full ({self.capacity} messages): the actor is overloaded; "
-                        "retry later or raise its mailbox capacity")
+            full = len(self._data) >= self.capacity
+            if full and (self.overflow is Overflow.REJECT or not self._evict_oldest()):
+                self._rejected += 1
+                raise MailboxFull(
+                    f"mailbox full ({self.capacity} messages): the actor is overloaded; "
+                    "retry later or raise its mailbox capacity")
             self._data.append(env)
         self._received += 1
         waiter = self._waiter

@@ -19,9 +19,9 @@ R = TypeVar("R")
 
 
 class ActorRef:
-    __slots__ = ("kind", "id", "subject", "key", "_system")
+    __slots__ = ("_system", "id", "key", "kind", "subject")
 
-    def __init__(self, system: "ActorSystem", kind: str, actor_id: str) -> None:
+    def __init__(self, system: ActorSystem, kind: str, actor_id: str) -> None:
         self.kind = check_token(kind, "actor kind")
         self.id = check_token(actor_id, "actor id")
         self.subject = actor_subject(kind, actor_id)

@@ -19,11 +19,11 @@ import secrets
 import time
 import typing
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import msgspec
-
 from switchboard.actors.actor import Actor
 from switchboard.actors.cell import ActorCell, Parent
 from switchboard.actors.errors import (
@@ -128,8 +128,13 @@ class ActorSystem:
 
     async def spawn(self, cls: type[Actor], actor_id: str, *,
                     factory: Callable[[], Actor] | None = None,
-                    parent: Parent | None = None, wait_started: bool = True) -> ActorRef:
-        """Start an actor here and subscribe to its subject; return once it has started."""
+                    parent: Parent | None = None, wait_started: bool = True,
+                    expose: bool = True) -> ActorRef:
+        """Start an actor here and subscribe to its subject; return once it has started.
+
+        `expose=False` keeps it off NATS (node-local actors such as supervisors, which several
+        nodes run under the same name): it is then reachable only through this system.
+        """
         if not cls.kind:
             raise TypeError(f"{cls.__name__}.kind is empty: name the kind of actor")
         self.register_kind(cls)
@@ -146,7 +151,8 @@ class ActorSystem:
         async def on_message(msg: Inbound) -> None:
             self._on_inbound(cell, info, msg)
 
-        self._subs[ref.key] = await self.transport.subscribe(ref.subject, on_message)
+        if expose:
+            self._subs[ref.key] = await self.transport.subscribe(ref.subject, on_message)
         ACTIVE_ACTORS.labels(cls.kind).inc()
         cell.start()
         if wait_started:

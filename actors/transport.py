@@ -8,8 +8,9 @@ integration twin), so they cannot drift.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
 
 
 class TransportError(Exception):

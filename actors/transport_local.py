@@ -34,7 +34,7 @@ def subject_matches(pattern: str, subject: str) -> bool:
 
 @dataclass(eq=False)
 class _LocalSubscription:
-    bus: "LocalBus"
+    bus: LocalBus
     subject: str
     handler: Handler
     queue: str

@@ -14,7 +14,6 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-
 from switchboard.actors.transport import (
     Handler,
     Inbound,
@@ -45,7 +44,7 @@ class NatsTransport:
 
     @classmethod
     async def connect(cls, servers: list[str] | str, *, name: str = "switchboard",
-                      **options: Any) -> "NatsTransport":
+                      **options: Any) -> NatsTransport:
         """Connect with reconnects that never give up: a node outlives NATS server restarts."""
         options.setdefault("max_reconnect_attempts", -1)
         options.setdefault("reconnect_time_wait", 0.25)

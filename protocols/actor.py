@@ -75,6 +75,7 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True, tag="sb.node_info"):
     heartbeat_at: float = 0.0
     draining: bool = False
     version: str = ""
+    kinds: list[str] = []
     v: int = 1
 
 

@@ -1,0 +1,239 @@
+"""The `switchboard` command line: `up`, `node`, `status`.
+
+    switchboard up                       NATS (embedded) + one node, on this machine
+    switchboard node --nats URL[,URL]    join an existing cluster as one more node
+    switchboard status [--nats URL]      nodes, regions, load and active actors
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from switchboard import __version__
+
+log = logging.getLogger("switchboard")
+
+ENV_NATS = "SWITCHBOARD_NATS"
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("SWITCHBOARD_DATA_DIR")
+                or platformdirs.user_data_dir("switchboard", appauthor=False))
+
+
+def _url_file() -> Path:
+    return data_dir() / "nats-url"
+
+
+def _default_nats() -> str | None:
+    if os.environ.get(ENV_NATS):
+        return os.environ[ENV_NATS]
+    path = _url_file()
+    return path.read_text().strip() if path.exists() else None
+
+
+def _load_kinds(spec: str) -> list[Any]:
+    """`pkg.module:Class,pkg.module:Other` → the classes (virtual actor kinds to host)."""
+    kinds = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        module, _, name = item.partition(":")
+        if not name:
+            raise SystemExit(f"--kinds: {item!r} must look like package.module:ClassName")
+        try:
+            kinds.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError) as exc:
+            raise SystemExit(f"--kinds: cannot load {item!r}: {exc}") from None
+    return kinds
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="switchboard", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"switchboard {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def node_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--region", default="local", help="this node's region (placement)")
+        sp.add_argument("--node-id", default=None, help="unique node id (default: host-pid-rand)")
+        sp.add_argument("--capacity", type=int, default=1000,
+                        help="how many actors this node takes (placement weight)")
+        sp.add_argument("--kinds", default="",
+                        help="extra virtual actor kinds to host: module:Class[,module:Class]")
+        sp.add_argument("--replicas", type=int, default=1,
+                        help="JetStream replicas for the buckets (3 in a 3-node cluster)")
+
+    up = sub.add_parser("up", help="start NATS and one node on this machine (embedded defaults)",
+                        description="Start an embedded NATS server with JetStream (data under "
+                                    "the user data folder) and one node. Ctrl-C drains and stops.")
+    up.add_argument("--nats", default=None,
+                    help="use this existing NATS instead of starting one (URL[,URL...])")
+    up.add_argument("--port", type=int, default=4222,
+                    help="client port of the embedded NATS (0 or a busy port: a free one)")
+    up.add_argument("--data-dir", default=None, help=f"default: {data_dir()}")
+    node_options(up)
+
+    node = sub.add_parser("node", help="run one node against an existing NATS cluster",
+                          description="Join a NATS JetStream cluster as a node.")
+    node.add_argument("--nats", required=True, help="NATS URL(s), comma separated")
+    node_options(node)
+
+    st = sub.add_parser("status", help="list nodes, regions, load and active actors",
+                        description="Read the membership and lease buckets and print them.")
+    st.add_argument("--nats", default=None,
+                    help=f"NATS URL (default: ${ENV_NATS} or the one `switchboard up` started)")
+    st.add_argument("--actors", action="store_true", help="also list every virtual actor")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    if args.command == "status":
+        return int(runner(_status(args)))
+    if args.command == "up":
+        return int(runner(_up(args)))
+    return int(runner(_run_node(args, args.nats.split(","))))
+
+
+async def _run_node(args: argparse.Namespace, urls: list[str]) -> int:
+    from switchboard.supervisor.node import Node, NodeConfig, default_node_id
+
+    cfg = NodeConfig(nats_urls=urls, node_id=args.node_id or default_node_id(),
+                     region=args.region, capacity=args.capacity, replicas=args.replicas,
+                     virtual_kinds=_load_kinds(args.kinds))
+    node = Node(cfg)
+    try:
+        await node.start()
+    except (TimeoutError, OSError) as exc:
+        print(f"switchboard: cannot reach NATS at {','.join(urls)} ({exc}); "
+              "start it, or use `switchboard up` for an embedded one", file=sys.stderr)
+        return 2
+    loop = asyncio.get_running_loop()
+    presses = 0
+
+    def on_signal() -> None:
+        nonlocal presses
+        presses += 1
+        if presses > 1:
+            print("switchboard: second interrupt, exiting now", file=sys.stderr)
+            os._exit(130)
+        print("switchboard: draining (Ctrl-C again to exit at once)", file=sys.stderr)
+        node.request_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    print(f"switchboard: node {cfg.node_id} ready (region {cfg.region}, "
+          f"NATS {','.join(urls)})", flush=True)
+    code = await node.wait()
+    await node.drain()
+    print(f"switchboard: node {cfg.node_id} stopped", flush=True)
+    return code
+
+
+async def _up(args: argparse.Namespace) -> int:
+    from switchboard.supervisor.nats_server import NatsServer, NatsServerConfig, pick_free_port
+
+    if args.nats:
+        return await _run_node(args, args.nats.split(","))
+    root = Path(args.data_dir) if args.data_dir else data_dir()
+    port = args.port if args.port and _port_free(args.port) else pick_free_port()
+    print(f"switchboard: starting NATS with JetStream (data in {root / 'nats'})", flush=True)
+    server = NatsServer(NatsServerConfig(store_dir=root / "nats", port=port))
+    await server.start()
+    root.mkdir(parents=True, exist_ok=True)
+    _url_file().parent.mkdir(parents=True, exist_ok=True)
+    _url_file().write_text(server.url)
+    print(f"switchboard: NATS at {server.url}", flush=True)
+    try:
+        return await _run_node(args, [server.url])
+    finally:
+        _url_file().unlink(missing_ok=True)
+        await server.stop()
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def _status(args: argparse.Namespace) -> int:
+    import msgspec
+    from switchboard.actors.transport_nats import NatsTransport
+    from switchboard.protocols import LeaseRecord, NodeInfo
+    from switchboard.protocols.subjects import LEASES_BUCKET, NODES_BUCKET
+    from switchboard.storage.jetstream import open_kv
+
+    url = args.nats or _default_nats()
+    if not url:
+        print("switchboard status: no NATS to ask; pass --nats URL, set "
+              f"{ENV_NATS}, or start one with `switchboard up`", file=sys.stderr)
+        return 2
+    try:
+        transport = await NatsTransport.connect(url.split(","), name="switchboard-status",
+                                                max_reconnect_attempts=0)
+    except (TimeoutError, OSError) as exc:
+        print(f"switchboard status: cannot reach NATS at {url} ({exc})", file=sys.stderr)
+        return 2
+    try:
+        js = transport.nc.jetstream()
+        nodes = [msgspec.msgpack.decode(e.value, type=NodeInfo)
+                 for e in await (await open_kv(js, NODES_BUCKET, ttl=3.0)).entries()]
+        leases = [(e.key, msgspec.msgpack.decode(e.value, type=LeaseRecord))
+                  for e in await (await open_kv(js, LEASES_BUCKET, ttl=6.0)).entries()]
+    finally:
+        await transport.close()
+    per_node: dict[str, int] = {}
+    for _, lease in leases:
+        per_node[lease.node_id] = per_node.get(lease.node_id, 0) + 1
+    if args.json:
+        print(json.dumps({
+            "nodes": [msgspec.to_builtins(n) | {"virtual_actors": per_node.get(n.node_id, 0)}
+                      for n in nodes],
+            "actors": [{"actor": k, "node_id": v.node_id} for k, v in leases]
+            if args.actors else None}, indent=2))
+        return 0
+    now = time.time()
+    print(f"{'NODE':<36} {'REGION':<10} {'LOAD':>9} {'ACTORS':>7} {'VIRTUAL':>8} "
+          f"{'STATE':<9} {'SEEN':>6}")
+    for n in sorted(nodes, key=lambda n: (n.region, n.node_id)):
+        print(f"{n.node_id:<36} {n.region:<10} {n.load:>4}/{n.capacity:<4} {n.actors:>7} "
+              f"{per_node.get(n.node_id, 0):>8} {'draining' if n.draining else 'up':<9} "
+              f"{now - n.heartbeat_at:>5.1f}s")
+    if not nodes:
+        print("(no live nodes)")
+    if args.actors:
+        print()
+        print(f"{'ACTOR':<50} NODE")
+        for key, lease in sorted(leases):
+            print(f"{key:<50} {lease.node_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""The node: the one place that wires transport, storage, actors and supervision together.
+
+A node connects to NATS, opens the JetStream buckets (membership, leases, state), starts an
+`ActorSystem`, a root supervisor (with a dynamic supervisor for virtual actors under it), the
+virtual-actor host and the heartbeat. `drain()` is the graceful stop: leave placement (draining
+heartbeat), hand virtual actors back (state persisted, leases released), stop the tree in
+reverse order, withdraw from membership. When the root supervisor gives up, the node's
+`exit_code` becomes 1 and `wait()` returns: the process exits non-zero so systemd or Kubernetes
+restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+
+from switchboard.actors import ActorCell, ActorSystem, Decision, Directive
+from switchboard.actors.membership import Membership
+from switchboard.actors.transport_nats import NatsTransport
+from switchboard.actors.virtual import VirtualActor, VirtualHost
+from switchboard.protocols import NodeInfo
+from switchboard.protocols.subjects import LEASES_BUCKET, NODES_BUCKET, STATE_BUCKET, STATE_OBJECTS
+from switchboard.storage.jetstream import open_kv, open_objects
+from switchboard.supervisor.heartbeat import Heartbeat
+from switchboard.supervisor.spec import ChildSpec, Restart, RestartIntensity
+from switchboard.supervisor.supervisor import Supervisor, SupervisorParent
+
+from switchboard import __version__
+
+log = logging.getLogger("switchboard.node")
+
+
+def default_node_id() -> str:
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+    return f"{host[:40]}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class NodeConfig:
+    nats_urls: list[str]
+    node_id: str = field(default_factory=default_node_id)
+    region: str = "local"
+    capacity: int = 1000
+    heartbeat_interval: float = 0.5
+    node_ttl: float = 3.0
+    lease_ttl: float = 6.0
+    replicas: int = 1
+    virtual_kinds: list[type[VirtualActor]] = field(default_factory=list)
+    children: list[ChildSpec] = field(default_factory=list)
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.exit_code = 0
+        self.started_at = time.time()
+        self.draining = False
+        self._stopped = asyncio.Event()
+        self.transport: NatsTransport | None = None
+        self.system: ActorSystem | None = None
+        self.host: VirtualHost | None = None
+        self.membership: Membership | None = None
+        self.heartbeat: Heartbeat | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.transport = await NatsTransport.connect(cfg.nats_urls,
+                                                     name=f"switchboard-node-{cfg.node_id}")
+        js = self.transport.nc.jetstream()
+        nodes = await open_kv(js, NODES_BUCKET, ttl=cfg.node_ttl, replicas=cfg.replicas)
+        leases = await open_kv(js, LEASES_BUCKET, ttl=cfg.lease_ttl, replicas=cfg.replicas)
+        states = await open_kv(js, STATE_BUCKET, replicas=cfg.replicas)
+        objects = await open_objects(js, STATE_OBJECTS, replicas=cfg.replicas)
+        system = ActorSystem(self.transport, node_id=cfg.node_id, region=cfg.region,
+                             on_error=self._task_failed)
+        self.system = system
+        await system.start()
+        self.membership = Membership(nodes)
+        await self.membership.refresh()
+        system.tasks.spawn(self.membership.run(), name="membership")
+
+        virtual_spec = ChildSpec(
+            id="virtual", actor=Supervisor, expose=False,
+            factory=lambda: Supervisor(dynamic_restart=Restart.TRANSIENT,
+                                       intensity=RestartIntensity(50, 10.0)))
+        root_specs = [virtual_spec, *cfg.children]
+        await system.spawn(Supervisor, "root", parent=self, expose=False,
+                           factory=lambda: Supervisor(root_specs))
+        virtual_ref = system.ref("supervisor", "virtual")
+        virtual_cell = system.cell(virtual_ref)
+        assert virtual_cell is not None
+        self.host = VirtualHost(system, leases=leases, states=states, objects=objects,
+                                membership=self.membership, lease_ttl=cfg.lease_ttl,
+                                supervisor=SupervisorParent(virtual_cell))
+        for kind in cfg.virtual_kinds:
+            self.host.register(kind)
+        await self.host.start()
+        self.heartbeat = Heartbeat(nodes, self.info, interval=cfg.heartbeat_interval)
+        await self.heartbeat.beat()
+        await self.membership.refresh()
+        system.tasks.spawn(self.heartbeat.run(), name="heartbeat")
+        log.info("node %s up in region %s (NATS %s)", cfg.node_id, cfg.region,
+                 ",".join(cfg.nats_urls))
+
+    def info(self) -> NodeInfo:
+        actors = len(self.system.local_actors()) if self.system else 0
+        return NodeInfo(node_id=self.config.node_id, region=self.config.region,
+                        capacity=self.config.capacity, load=actors, actors=actors,
+                        started_at=self.started_at, draining=self.draining,
+                        version=__version__,
+                        kinds=self.host.hosted_kinds() if self.host else [])
+
+    # -- Parent of the root supervisor ----------------------------------------------------
+
+    async def child_exited(self, child: ActorCell, reason: BaseException | None) -> Decision:
+        log.critical("root supervisor stopped (%s); the node exits so its service manager "
+                     "restarts it", type(reason).__name__ if reason else "normal exit")
+        self.exit_code = 1
+        self._stopped.set()
+        return Decision(Directive.STOP)
+
+    def _task_failed(self, name: str, exc: BaseException) -> None:
+        log.critical("node task %s failed: %r; the node exits", name, exc, exc_info=exc)
+        self.exit_code = 1
+        self._stopped.set()
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def wait(self) -> int:
+        await self._stopped.wait()
+        return self.exit_code
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Graceful stop: no new work, hand virtual actors over, stop the tree, leave."""
+        self.draining = True
+        if self.heartbeat is not None:
+            try:
+                await self.heartbeat.beat()
+            except Exception as exc:  # noqa: BLE001 - best effort: the TTL covers it
+                log.warning("draining heartbeat failed: %r", exc)
+        if self.host is not None:
+            moved = await self.host.drain(timeout)
+            log.info("drain: handed over %d virtual actors", moved)
+        if self.system is not None:
+            await self.system.stop(self.system.ref("supervisor", "root"), timeout)
+        if self.heartbeat is not None:
+            await self.heartbeat.withdraw(self.config.node_id)
+        if self.system is not None:
+            await self.system.shutdown(timeout)
+        if self.transport is not None:
+            await self.transport.close()
