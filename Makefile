@@ -26,7 +26,7 @@ up: $(STAMP)
 	scripts/bootstrap-system.sh runtime || true
 	$(BIN)/switchboard up
 
-test: $(STAMP) system
+test: $(STAMP) system lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -34,7 +34,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	scripts/typecheck.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

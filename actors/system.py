@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 import typing
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -105,7 +105,8 @@ class ActorSystem:
         self._tell_prefix = f"_SB.{self._id}.t."
         self._seq = itertools.count(1)
         self._pending: dict[str, _PendingAsk] = {}
-        self._tells: OrderedDict[str, tuple[ActorRef, bytes, float]] = OrderedDict()
+        self._tells: dict[str, tuple[ActorRef, bytes, float]] = {}
+        self._tells_purged = 0.0
         self._inbox_sub: Subscription | None = None
         self._lease_check_interval = lease_check_interval
         self._closed = False
@@ -218,9 +219,14 @@ class ActorSystem:
         try:
             cell.mailbox.put_nowait(env)
         except MailboxFull as exc:
-            self.dead_letter(cell.ref.kind, cell.ref.id, "mailbox_full", "", msg.data)
+            # A closed mailbox is an actor that just stopped (its subject is being
+            # unsubscribed): say so, rather than "full", so the sender does not back off.
+            stopped = cell.mailbox.closed
+            self.dead_letter(cell.ref.kind, cell.ref.id,
+                             "actor_stopped" if stopped else "mailbox_full", "", msg.data)
             if reply:
-                self._respond_error(reply, exc)
+                self._respond_error(reply, ActorDeadError(f"actor {cell.ref} has stopped")
+                                    if stopped else exc)
 
     def _remote_replier(self, reply: str) -> Callable[[Any, BaseException | None], Any]:
         def send(result: Any, error: BaseException | None) -> Any:
@@ -298,11 +304,15 @@ class ActorSystem:
     async def _send_tell(self, ref: ActorRef, data: bytes) -> None:
         now = time.monotonic()
         tells = self._tells
-        while tells:
-            token, (_, _, sent) = next(iter(tells.items()))
-            if now - sent < _TELL_WINDOW:
-                break
-            del tells[token]
+        if now - self._tells_purged > 0.25:  # amortised: forget tells older than the window
+            self._tells_purged = now
+            old = []
+            for token, (_, _, sent) in tells.items():
+                if now - sent < _TELL_WINDOW:
+                    break
+                old.append(token)
+            for token in old:
+                del tells[token]
         token = str(next(self._seq))
         tells[token] = (ref, data, now)
         await self.transport.publish(ref.subject, data, reply=self._tell_prefix + token)

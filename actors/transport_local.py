@@ -75,7 +75,7 @@ _tasks: set[asyncio.Task[None]] = set()
 def _run_handler(sub: _LocalSubscription, msg: Inbound) -> None:
     # Like a NATS client's delivery task: the handler runs on its own; its errors are the
     # subscriber's to handle, so they must not kill the bus. The task set owns the tasks.
-    task = asyncio.get_running_loop().create_task(sub.handler(msg))
+    task: asyncio.Task[None] = asyncio.ensure_future(sub.handler(msg))
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
 

@@ -88,7 +88,7 @@ class NatsTransport:
         return self.nc.new_inbox()
 
     async def flush(self, timeout: float = 2.0) -> None:
-        await self.nc.flush(timeout=timeout)
+        await self.nc.flush(timeout=max(1, round(timeout)))
 
     async def close(self) -> None:
         if self._owns and not self.nc.is_closed:
