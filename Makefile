@@ -17,6 +17,8 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	@echo "install: switchboard and its test tools into $(VENV) (progress below)"
 	$(BIN)/pip install --progress-bar on -e '.[test]'
+	@# silero-vad declares torch as a dependency; we only use its bundled ONNX model.
+	$(BIN)/pip install --progress-bar on --no-deps silero-vad==6.2.3
 	@touch $(STAMP)
 
 system:

@@ -84,6 +84,7 @@ class ActorCell:
         self._decision: asyncio.Future[Decision] | None = None
         self._resume: asyncio.Future[bool] | None = None
         self._closed = asyncio.Event()
+        self._incarnated = asyncio.Event()  # the current incarnation ran its start hook
         self.exit_reason: BaseException | None = None
 
     # -- control, used by the system and by supervisors -------------------------------------
@@ -130,7 +131,13 @@ class ActorCell:
 
     def resume(self) -> None:
         if self._resume is not None and not self._resume.done():
+            self._incarnated.clear()
             self._resume.set_result(True)
+
+    async def wait_resumed(self) -> None:
+        """Return once the incarnation `resume()` started has run its start hook (or failed
+        to, or the cell closed): a supervisor restarts a group one child after the other."""
+        await self._incarnated.wait()
 
     def flush_data(self) -> int:
         dropped = self.mailbox.flush_data()
@@ -222,8 +229,10 @@ class ActorCell:
             if not self._started.done():
                 self._started.set_exception(exc)
                 self._started.exception()  # retrieved: the spawner re-raises it
+            self._incarnated.set()
             return "crash", exc
         self.state = CellState.RUNNING
+        self._incarnated.set()
         if not self._started.done():
             self._started.set_result(None)
         outcome, exc2 = await self._process(instance)
@@ -265,7 +274,9 @@ class ActorCell:
                 return "exit", None
             except asyncio.CancelledError:
                 if env.reply is not None:
-                    env.reply(None, ActorDeadError(f"actor {self.ref} was cancelled"))
+                    sent = env.reply(None, ActorDeadError(f"actor {self.ref} was cancelled"))
+                    if sent is not None:  # a remote asker: publish its answer on our owner
+                        self.system.tasks.spawn(sent, name=f"dead-reply:{self.ref}")
                 raise
             except Exception as exc:  # noqa: BLE001 - the crash boundary: the parent decides
                 if env.reply is not None:
@@ -292,6 +303,7 @@ class ActorCell:
             elif not env.system:
                 self.system.dead_letter_local(self.ref, env, "actor_stopped")
         self.system.cell_closed(self)
+        self._incarnated.set()
         self._closed.set()
 
 

@@ -7,6 +7,7 @@ what a raw nats-py request costs plus the actor layer, which is what bench/actor
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import nats
@@ -24,6 +25,20 @@ from switchboard.actors.transport import (
 )
 
 _STATUS = "Status"
+log = logging.getLogger("switchboard.transport")
+
+
+async def _log_error(exc: Exception) -> None:
+    # nats-py's default handler logs a full traceback for every failed reconnect attempt.
+    log.warning("NATS: %s", exc or type(exc).__name__)
+
+
+async def _log_disconnected() -> None:
+    log.warning("NATS: disconnected; reconnecting")
+
+
+async def _log_reconnected() -> None:
+    log.info("NATS: reconnected")
 
 
 class _NatsSubscription:
@@ -49,6 +64,9 @@ class NatsTransport:
         options.setdefault("max_reconnect_attempts", -1)
         options.setdefault("reconnect_time_wait", 0.25)
         options.setdefault("connect_timeout", 2)
+        options.setdefault("error_cb", _log_error)
+        options.setdefault("disconnected_cb", _log_disconnected)
+        options.setdefault("reconnected_cb", _log_reconnected)
         nc = await nats.connect(servers, name=name, **options)
         return cls(nc, owns_connection=True)
 

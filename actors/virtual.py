@@ -18,6 +18,7 @@ State too large for a KV value goes to the object store; the KV record then name
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any, ClassVar
@@ -43,7 +44,13 @@ from switchboard.protocols import (
     lease_key,
     node_subject,
 )
-from switchboard.storage.kv import KeyExists, KeyValue, ObjectStore, RevisionMismatch
+from switchboard.storage.kv import (
+    KeyExists,
+    KeyValue,
+    ObjectStore,
+    RevisionMismatch,
+    StorageError,
+)
 
 log = logging.getLogger("switchboard.actors")
 
@@ -80,7 +87,9 @@ class VirtualHost:
         self._kinds: dict[str, type[VirtualActor]] = {}
         self._lease_revs: dict[tuple[str, str], int] = {}
         self._state_revs: dict[tuple[str, str], int] = {}
-        self._last_state: dict[tuple[str, str], Any] = {}
+        # The last persisted state, encoded: a restart after a crash decodes a fresh copy, so
+        # what the crashed instance changed without persisting does not leak into the next.
+        self._last_state: dict[tuple[str, str], bytes] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._enc = msgspec.msgpack.Encoder()
         self._lease_dec = msgspec.msgpack.Decoder(LeaseRecord)
@@ -209,12 +218,13 @@ class VirtualHost:
                 return holder
             try:
                 state = await self._load_and_claim_state(kind, actor_id)
-                self._last_state[key] = state
+                self._last_state[key] = loaded = self._enc.encode(state)
                 cls = self._kinds[kind]
 
                 def factory() -> Actor:
                     instance = cls()
-                    instance.state = self._last_state.get(key, state)
+                    instance.state = msgspec.msgpack.decode(self._last_state.get(key, loaded),
+                                                            type=cls.State)
                     return instance
 
                 await self.system.spawn(cls, actor_id, factory=factory, parent=self.supervisor)
@@ -283,7 +293,7 @@ class VirtualHost:
             raise LeaseLost(f"{ref} was taken over by another node; this activation stops") \
                 from None
         self._state_revs[ref.key] = rev
-        self._last_state[ref.key] = state
+        self._last_state[ref.key] = data
 
     def _lost(self, ref: ActorRef) -> None:
         self._lease_revs.pop(ref.key, None)
@@ -300,11 +310,22 @@ class VirtualHost:
                 record = LeaseRecord(node_id=self.system.node_id, acquired_at=now,
                                      renewed_at=now)
                 try:
-                    self._lease_revs[key] = await self.leases.update(
+                    renewed = await self.leases.update(
                         lease_key(kind, actor_id), self._enc.encode(record), rev)
                 except RevisionMismatch:
+                    if self._lease_revs.get(key) != rev:
+                        continue  # released (and maybe taken again) while this was in flight
                     log.warning("lease of %s/%s lost; stopping this activation", kind, actor_id)
                     self._lost(ActorRef(self.system, kind, actor_id))
+                    continue
+                    continue
+                if self._lease_revs.get(key) == rev:
+                    self._lease_revs[key] = renewed
+                else:
+                    # Released while in flight: its delete missed the revision written here,
+                    # so give the lease back now rather than hold it with no actor behind it.
+                    with contextlib.suppress(StorageError):  # else it expires by TTL
+                        await self.leases.delete(lease_key(kind, actor_id), revision=renewed)
 
     def _on_cell_closed(self, cell: ActorCell) -> None:
         key = cell.ref.key

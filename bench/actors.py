@@ -38,11 +38,12 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from switchboard.actors import Actor, ActorSystem  # noqa: E402
-from switchboard.actors.transport_nats import NatsTransport  # noqa: E402
-from switchboard.supervisor.client import connect_client  # noqa: E402
-from switchboard.supervisor.nats_server import NatsServer, NatsServerConfig  # noqa: E402
-from tests.support.actors import Count, Echo, EchoActor, Get, Incr, node_env  # noqa: E402
+from switchboard.actors import Actor, ActorSystem
+from switchboard.actors.transport_nats import NatsTransport
+from switchboard.supervisor.client import connect_client
+from switchboard.supervisor.nats_server import NatsServer, NatsServerConfig
+
+from tests.support.actors import Count, Echo, EchoActor, Get, Incr, node_env
 
 
 class Tally(Actor):

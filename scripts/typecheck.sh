@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 shadow=.typecheck/switchboard
 rm -rf .typecheck && mkdir -p "$shadow"
 cp switchboard/__init__.py "$shadow/"
-for d in actors supervisor protocols storage; do ln -s "../../$d" "$shadow/$d"; done
+for d in actors supervisor protocols storage providers; do ln -s "../../$d" "$shadow/$d"; done
 cd .typecheck
 exec ../.venv/bin/mypy --strict --cache-dir ../.mypy_cache \
-  -p switchboard.actors -p switchboard.supervisor -p switchboard.protocols -p switchboard.storage
+  -p switchboard.actors -p switchboard.supervisor -p switchboard.protocols -p switchboard.storage \
+  -p switchboard.providers

@@ -123,7 +123,8 @@ async def _run_node(args: argparse.Namespace, urls: list[str]) -> int:
                      virtual_kinds=_load_kinds(args.kinds))
     node = Node(cfg)
     try:
-        await node.start()
+        async with asyncio.timeout(20):  # reconnects are forever once up; the first try is not
+            await node.start()
     except (TimeoutError, OSError) as exc:
         print(f"switchboard: cannot reach NATS at {','.join(urls)} ({exc}); "
               "start it, or use `switchboard up` for an embedded one", file=sys.stderr)
@@ -151,12 +152,12 @@ async def _run_node(args: argparse.Namespace, urls: list[str]) -> int:
 
 
 async def _up(args: argparse.Namespace) -> int:
-    from switchboard.supervisor.nats_server import NatsServer, NatsServerConfig, pick_free_port
+    from switchboard.supervisor.nats_server import NatsServer, NatsServerConfig
 
     if args.nats:
         return await _run_node(args, args.nats.split(","))
     root = Path(args.data_dir) if args.data_dir else data_dir()
-    port = args.port if args.port and _port_free(args.port) else pick_free_port()
+    port = args.port if args.port and _port_free(args.port) else 0  # 0: the server picks
     print(f"switchboard: starting NATS with JetStream (data in {root / 'nats'})", flush=True)
     server = NatsServer(NatsServerConfig(store_dir=root / "nats", port=port))
     await server.start()
@@ -184,6 +185,7 @@ def _port_free(port: int) -> bool:
 
 async def _status(args: argparse.Namespace) -> int:
     import msgspec
+    from nats.errors import NoServersError
     from switchboard.actors.transport_nats import NatsTransport
     from switchboard.protocols import LeaseRecord, NodeInfo
     from switchboard.protocols.subjects import LEASES_BUCKET, NODES_BUCKET
@@ -195,9 +197,12 @@ async def _status(args: argparse.Namespace) -> int:
               f"{ENV_NATS}, or start one with `switchboard up`", file=sys.stderr)
         return 2
     try:
-        transport = await NatsTransport.connect(url.split(","), name="switchboard-status",
-                                                max_reconnect_attempts=0)
-    except (TimeoutError, OSError) as exc:
+        # nats-py retries a first connect forever unless bounded: status must answer quickly.
+        async with asyncio.timeout(5):
+            transport = await NatsTransport.connect(url.split(","), name="switchboard-status",
+                                                    max_reconnect_attempts=1,
+                                                    reconnect_time_wait=0.2)
+    except (TimeoutError, OSError, NoServersError) as exc:
         print(f"switchboard status: cannot reach NATS at {url} ({exc})", file=sys.stderr)
         return 2
     try:

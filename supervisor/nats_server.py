@@ -251,7 +251,7 @@ class NatsServer:
             f"port: {ports.client}",
         ]
         if ports.monitor is not None:
-            lines.append(f'http: "{self.config.host}:{ports.monitor}"')
+            lines.append(f"http_port: {ports.monitor}")  # on `host`, like the client port
         lines += [
             "jetstream {",
             f"  store_dir: {json.dumps(str(self.config.store_dir))}",
@@ -342,12 +342,33 @@ class NatsServer:
         """GET a monitoring endpoint (`varz`, `jsz`, `healthz?js-enabled-only=true`) as JSON."""
         if self.monitor_port is None:
             raise NatsServerError(f"{self.name} runs without monitoring; set monitor_port")
-        status, body = await _http_get(
-            self.client_host, self.monitor_port, "/" + endpoint.lstrip("/"), timeout
-        )
-        answer: dict[str, Any] = json.loads(body)
-        answer.setdefault("http_status", status)
-        return answer
+        path = "/" + endpoint.lstrip("/")
+        status, body = await _http_get(self.client_host, self.monitor_port, path, timeout)
+        try:
+            answer: dict[str, Any] = json.loads(body)
+        except ValueError:
+            raise NatsServerError(f"{self.name}: GET {path} answered {status}: {body[:200]!r}")
+        return answer  # an unhealthy /healthz answers 503 with a JSON body saying why
+
+    async def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until `/healthz` is ok: JetStream here has a meta leader and current streams.
+
+        Stricter than readiness at start, which only needs JetStream enabled: a restarted
+        cluster member is healthy once it has caught up. Each failed probe logs a warning in
+        the server log, so this polls gently.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        health: dict[str, Any] = {}
+        while loop.time() < deadline:
+            try:
+                health = await self.monitor("healthz", timeout=1.0)
+            except (OSError, TimeoutError, NatsServerError) as exc:
+                health = {"error": repr(exc)}
+            if health.get("status") == "ok":
+                return
+            await asyncio.sleep(0.1)
+        raise NatsServerError(f"{self.name}: not healthy within {timeout} s: {health}")
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -402,6 +423,9 @@ class NatsServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,  # stderr too: config errors are printed before any log file opens
                 stderr=subprocess.STDOUT,
+                # Own session: a terminal's Ctrl-C goes to the node, which drains over NATS
+                # and then stops the server, instead of killing NATS under the drain.
+                start_new_session=True,
                 # Safe despite threads: the hook only calls prctl(2), no Python locks or I/O.
                 preexec_fn=_die_with_parent if _LIBC is not None else None,  # noqa: PLW1509
             )
@@ -432,22 +456,26 @@ class NatsServer:
             await asyncio.sleep(0.02)
 
     async def _accepts_jetstream_clients(self) -> bool:
-        # The INFO line a server sends every new connection says whether JetStream is on; in
-        # a cluster that is true before a meta leader exists (NatsCluster waits for that).
+        # The INFO line a server sends every new connection says whether JetStream is on (in a
+        # cluster, before a meta leader exists: NatsCluster waits for that) and who answered,
+        # so a stranger that took our port while ours was failing is not mistaken for ours.
         try:
-            async with asyncio.timeout(1.0):
+            async with asyncio.timeout(0.5):
                 reader, writer = await asyncio.open_connection(self.client_host, self.port)
                 try:
                     line = await reader.readline()
                 finally:
                     writer.close()
-            if not line.startswith(b"INFO ") or not json.loads(line[5:]).get("jetstream"):
+            if not line.startswith(b"INFO "):
+                return False
+            info = json.loads(line[5:])
+            if not info.get("jetstream") or info.get("server_name") != self.name:
                 return False
             if self.monitor_port is None:
                 return True
             health = await self.monitor("healthz?js-enabled-only=true", timeout=1.0)
             return health.get("status") == "ok"
-        except (OSError, TimeoutError, ValueError):
+        except (OSError, TimeoutError, ValueError, NatsServerError):
             return False
 
     async def _wait_exit(self, timeout: float) -> bool:
@@ -522,7 +550,11 @@ class NatsCluster:
                 port_clash_only = exc.split(NatsPortInUse)[1] is None
                 if not port_clash_only or attempt == _START_ATTEMPTS:
                     raise exc.exceptions[0] from exc
-        await self.wait_meta_leader(timeout)
+        try:
+            await self.wait_meta_leader(timeout)
+        except BaseException:
+            await self.stop()  # __aexit__ does not run when __aenter__ fails
+            raise
 
     async def wait_meta_leader(self, timeout: float = 30.0) -> str:
         """Wait until all running members agree on a meta leader that sees them current.
@@ -559,6 +591,7 @@ class NatsCluster:
     async def restart(self, index: int, timeout: float = 30.0) -> None:
         """Restart one member on its ports and store, and wait until it has caught up."""
         await self.servers[index].restart()
+        await self.servers[index].wait_healthy(timeout)
         await self.wait_meta_leader(timeout)
 
     async def stop(self) -> None:
@@ -608,5 +641,5 @@ class NatsCluster:
                 "meta_cluster", {}
             )
             return meta
-        except (OSError, TimeoutError, ValueError, NatsServerError):
+        except (OSError, TimeoutError, NatsServerError):
             return {}

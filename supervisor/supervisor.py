@@ -181,6 +181,7 @@ class Supervisor(Actor):
         for other in group:
             other.cell.restarts += other is not child
             other.cell.resume()
+            await other.cell.wait_resumed()  # in order: each starts after the one before
 
 
 class SupervisorParent:
