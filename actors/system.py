@@ -40,7 +40,13 @@ from switchboard.actors.mailbox import Envelope, Mailbox
 from switchboard.actors.metrics import ACTIVE_ACTORS, DEAD_LETTERS
 from switchboard.actors.ref import ActorRef
 from switchboard.actors.tasks import TaskOwner
-from switchboard.actors.transport import Inbound, NoResponders, Subscription, Transport
+from switchboard.actors.transport import (
+    Inbound,
+    NoResponders,
+    Subscription,
+    Transport,
+    TransportError,
+)
 from switchboard.protocols import DeadLetter, ErrorReply, dead_letter_subject
 
 log = logging.getLogger("switchboard.actors")
@@ -236,14 +242,23 @@ class ActorSystem:
                 except (TypeError, msgspec.EncodeError) as exc:
                     error = exc
                 else:
-                    return self.transport.publish(reply, data)
-            return self.transport.publish(reply, self._enc.encode(error_to_reply(error)),
-                                          headers=_ERR_HEADERS)
+                    return self._publish_quietly(reply, data)
+            return self._publish_quietly(reply, self._enc.encode(error_to_reply(error)),
+                                         _ERR_HEADERS)
         return send
+
+    async def _publish_quietly(self, subject: str, data: bytes,
+                               headers: dict[str, str] | None = None) -> None:
+        """Replies and dead letters are best effort: a lost connection must not kill the actor
+        or the node (the asker's deadline, or the lease watchdog, settles the ask)."""
+        try:
+            await self.transport.publish(subject, data, headers=headers)
+        except TransportError as exc:
+            log.warning("could not publish a reply or dead letter: %s", exc)
 
     def _respond_error(self, reply: str, error: BaseException) -> None:
         data = self._enc.encode(error_to_reply(error))
-        self.tasks.spawn(self.transport.publish(reply, data, headers=dict(_ERR_HEADERS)),
+        self.tasks.spawn(self._publish_quietly(reply, data, dict(_ERR_HEADERS)),
                          name="error-reply")
 
     # -- dead letters -------------------------------------------------------------------------
@@ -257,8 +272,8 @@ class ActorSystem:
         self.dead_letters.append(letter)
         log.info("dead letter for %s/%s: %s", kind, actor_id, reason)
         if not self._closed:
-            self.tasks.spawn(self.transport.publish(dead_letter_subject(kind),
-                                                    self._enc.encode(letter)),
+            self.tasks.spawn(self._publish_quietly(dead_letter_subject(kind),
+                                                   self._enc.encode(letter)),
                              name="dead-letter")
 
     def dead_letter_local(self, ref: ActorRef, env: Envelope, reason: str) -> None:
@@ -345,7 +360,11 @@ class ActorSystem:
             break
         if rep.headers and ERROR_HEADER in rep.headers:
             raise reply_to_error(self._err_decoder.decode(rep.data))
-        return self._reply_decoder(reply_type).decode(rep.data)
+        try:
+            return self._reply_decoder(reply_type).decode(rep.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise BadMessage(f"the reply from {ref} is not a {reply_type!r} ({exc}); "
+                             "check the reply_type the actor answers with") from None
 
     def _reply_decoder(self, reply_type: Any) -> msgspec.msgpack.Decoder[Any]:
         dec = self._reply_decoders.get(reply_type)

@@ -8,6 +8,7 @@ what a raw nats-py request costs plus the actor layer, which is what bench/actor
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
@@ -33,8 +34,12 @@ async def _log_error(exc: Exception) -> None:
     log.warning("NATS: %s", exc or type(exc).__name__)
 
 
-async def _log_disconnected() -> None:
-    log.warning("NATS: disconnected; reconnecting")
+def _disconnect_logger(connection: list[Client]) -> Callable[[], Awaitable[None]]:
+    async def log_disconnected() -> None:
+        # nats-py calls this on a deliberate close too (drain at shutdown): stay quiet then.
+        if not (connection and connection[0].is_closed):
+            log.warning("NATS: disconnected; reconnecting")
+    return log_disconnected
 
 
 async def _log_reconnected() -> None:
@@ -65,9 +70,11 @@ class NatsTransport:
         options.setdefault("reconnect_time_wait", 0.25)
         options.setdefault("connect_timeout", 2)
         options.setdefault("error_cb", _log_error)
-        options.setdefault("disconnected_cb", _log_disconnected)
+        connection: list[Client] = []
+        options.setdefault("disconnected_cb", _disconnect_logger(connection))
         options.setdefault("reconnected_cb", _log_reconnected)
         nc = await nats.connect(servers, name=name, **options)
+        connection.append(nc)
         return cls(nc, owns_connection=True)
 
     async def publish(self, subject: str, data: bytes, *, reply: str = "",

@@ -162,7 +162,10 @@ class VirtualHost:
         return None if chosen is None else chosen.node_id
 
     async def lapsed(self, ref: ActorRef) -> bool:
-        entry = await self.leases.get(lease_key(ref.kind, ref.id))
+        try:
+            entry = await self.leases.get(lease_key(ref.kind, ref.id))
+        except StorageError:
+            return False  # cannot tell now: the ask's deadline settles it
         if entry is None:
             return True
         holder = self._lease_dec.decode(entry.value).node_id
@@ -318,6 +321,10 @@ class VirtualHost:
                     log.warning("lease of %s/%s lost; stopping this activation", kind, actor_id)
                     self._lost(ActorRef(self.system, kind, actor_id))
                     continue
+                except StorageError as exc:
+                    # NATS unreachable for a moment (a server of the cluster died): try again
+                    # next round; if the lease expired meanwhile, that update says so.
+                    log.warning("could not renew lease of %s/%s (%s)", kind, actor_id, exc)
                     continue
                 if self._lease_revs.get(key) == rev:
                     self._lease_revs[key] = renewed

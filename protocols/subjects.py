@@ -6,6 +6,7 @@ and a tenant's traffic can be confined by subject permissions later:
     sb.actor.<kind>.<id>          requests and tells to one actor (location transparent)
     sb.node.<node_id>.<verb>      control messages to one node (activate, ping, drain)
     sb.deadletter.<kind>          messages no actor could take, with a reason
+    sb.events.<area>.…            events kept in JetStream streams (protocols/events.py)
 
 Kinds and ids are single subject tokens: letters, digits, `_`, `-`, `=` and `:` only, so an id
 can never smuggle a wildcard (`*`, `>`) or a token separator (`.`) into a subject.
@@ -20,6 +21,7 @@ NODES_BUCKET = "sb_nodes"
 LEASES_BUCKET = "sb_leases"
 STATE_BUCKET = "sb_state"
 STATE_OBJECTS = "sb_state_objects"
+EVENTS_PREFIX = f"{PREFIX}.events"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-=:]{1,200}$")
 

@@ -2,12 +2,18 @@
 
 Buckets are created if absent with the given TTL (`max_age`), so a bucket's TTL is what expires
 leases and heartbeats whose owner stopped renewing them. In a cluster, pass `replicas=3`.
+
+Every failure to reach JetStream (a timeout, no stream leader while a server of the cluster is
+down, a connection closed or reconnecting) is raised as `StorageError`: the runtime's loops
+(heartbeat, membership, lease renewal) retry on it instead of dying with the node.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
@@ -23,6 +29,9 @@ from nats.js.errors import (
 )
 from switchboard.storage.kv import KeyExists, KvEntry, RevisionMismatch, StorageError
 
+_KEYS_TIMEOUT = 5.0
+_OPEN_ATTEMPTS = 3
+
 
 class JetStreamKV:
     def __init__(self, kv: Any) -> None:
@@ -33,8 +42,8 @@ class JetStreamKV:
             entry = await self._kv.get(key)
         except (KeyNotFoundError, KeyDeletedError):
             return None
-        except NatsTimeout as exc:
-            raise StorageError(f"KV get {key} timed out: is JetStream reachable?") from exc
+        except NatsError as exc:
+            raise _unreachable("get", key, exc) from exc
         if entry.value is None:
             return None
         return KvEntry(key, entry.value, entry.revision or 0)
@@ -44,42 +53,52 @@ class JetStreamKV:
             return int(await self._kv.create(key, value))
         except KeyWrongLastSequenceError as exc:
             raise KeyExists(key) from exc
-        except NatsTimeout as exc:
-            raise StorageError(f"KV create {key} timed out") from exc
+        except NatsError as exc:
+            raise _unreachable("create", key, exc) from exc
 
     async def update(self, key: str, value: bytes, revision: int) -> int:
         try:
             return int(await self._kv.update(key, value, last=revision))
         except (KeyWrongLastSequenceError, BadRequestError) as exc:
             raise RevisionMismatch(key) from exc
-        except NatsTimeout as exc:
-            raise StorageError(f"KV update {key} timed out") from exc
+        except NatsError as exc:
+            raise _unreachable("update", key, exc) from exc
 
     async def put(self, key: str, value: bytes) -> int:
         try:
             return int(await self._kv.put(key, value))
-        except NatsTimeout as exc:
-            raise StorageError(f"KV put {key} timed out") from exc
+        except NatsError as exc:
+            raise _unreachable("put", key, exc) from exc
 
     async def delete(self, key: str, revision: int | None = None) -> None:
         try:
             await self._kv.delete(key, last=revision)
         except (KeyWrongLastSequenceError, BadRequestError) as exc:
             raise RevisionMismatch(key) from exc
-        except NatsTimeout as exc:
-            raise StorageError(f"KV delete {key} timed out") from exc
+        except NatsError as exc:
+            raise _unreachable("delete", key, exc) from exc
 
     async def entries(self) -> list[KvEntry]:
         try:
-            keys = await self._kv.keys()
+            # nats-py waits for the key watcher without a deadline: bound it here, or a watcher
+            # stalled by a server failover would hang the caller's loop (membership) forever.
+            async with asyncio.timeout(_KEYS_TIMEOUT):
+                keys = await self._kv.keys()
         except (NoKeysError, NotFoundError):  # an empty bucket
             return []
+        except (NatsError, TimeoutError) as exc:
+            raise _unreachable("keys", "*", exc) from exc
         out = []
         for key in keys:
             entry = await self.get(key)
             if entry is not None:
                 out.append(entry)
         return out
+
+
+def _unreachable(op: str, key: str, exc: BaseException) -> StorageError:
+    return StorageError(f"KV {op} {key} failed ({type(exc).__name__}): JetStream unreachable or "
+                        "its stream has no leader yet; retry")
 
 
 class JetStreamObjects:
@@ -105,20 +124,36 @@ class JetStreamObjects:
 
 async def open_kv(js: JetStreamContext, bucket: str, *, ttl: float | None = None,
                   replicas: int = 1, history: int = 1) -> JetStreamKV:
-    """Bind to `bucket`, creating it (file storage, given TTL and replicas) if absent."""
-    try:
-        kv = await js.key_value(bucket)
-    except BucketNotFoundError:
-        kv = await js.create_key_value(KeyValueConfig(
-            bucket=bucket, ttl=ttl, history=history, replicas=replicas,
-            storage=StorageType.FILE))
-    return JetStreamKV(kv)
+    """Bind to `bucket`, creating it (file storage, given TTL and replicas) if absent.
+
+    In a fresh cluster, asking about a bucket that another node is creating at that moment
+    times out until its stream has a leader: nodes started together retry rather than fail.
+    """
+    for attempt in range(1, _OPEN_ATTEMPTS + 1):
+        try:
+            try:
+                kv = await js.key_value(bucket)
+            except BucketNotFoundError:
+                kv = await js.create_key_value(KeyValueConfig(
+                    bucket=bucket, ttl=ttl, history=history, replicas=replicas,
+                    storage=StorageType.FILE))
+            return JetStreamKV(kv)
+        except NatsTimeout:
+            if attempt == _OPEN_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def open_objects(js: JetStreamContext, bucket: str, *, replicas: int = 1) -> JetStreamObjects:
-    try:
-        store = await js.object_store(bucket)
-    except (BucketNotFoundError, NotFoundError):
-        store = await js.create_object_store(bucket, ObjectStoreConfig(
-            replicas=replicas, storage=StorageType.FILE))
-    return JetStreamObjects(store)
+    for attempt in range(1, _OPEN_ATTEMPTS + 1):  # retried as in `open_kv`
+        try:
+            try:
+                store = await js.object_store(bucket)
+            except (BucketNotFoundError, NotFoundError):
+                store = await js.create_object_store(bucket, ObjectStoreConfig(
+                    replicas=replicas, storage=StorageType.FILE))
+            return JetStreamObjects(store)
+        except NatsTimeout:
+            if attempt == _OPEN_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")

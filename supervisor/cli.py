@@ -33,6 +33,13 @@ def data_dir() -> Path:
                 or platformdirs.user_data_dir("switchboard", appauthor=False))
 
 
+def example_tenants_file() -> Path:
+    """The demo tenants file shipped with the package (configs/ installs as package data)."""
+    from importlib.resources import files
+
+    return Path(str(files("switchboard.configs").joinpath("tenants.example.yaml")))
+
+
 def _url_file() -> Path:
     return data_dir() / "nats-url"
 
@@ -74,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="extra virtual actor kinds to host: module:Class[,module:Class]")
         sp.add_argument("--replicas", type=int, default=1,
                         help="JetStream replicas for the buckets (3 in a 3-node cluster)")
+        sp.add_argument("--tenants", default=None, metavar="FILE",
+                        help="tenants, numbers and agents (format: configs/tenants.example.yaml;"
+                             " `up` defaults to that demo file)")
 
     up = sub.add_parser("up", help="start NATS and one node on this machine (embedded defaults)",
                         description="Start an embedded NATS server with JetStream (data under "
@@ -120,7 +130,8 @@ async def _run_node(args: argparse.Namespace, urls: list[str]) -> int:
 
     cfg = NodeConfig(nats_urls=urls, node_id=args.node_id or default_node_id(),
                      region=args.region, capacity=args.capacity, replicas=args.replicas,
-                     virtual_kinds=_load_kinds(args.kinds))
+                     virtual_kinds=_load_kinds(args.kinds),
+                     tenants_file=Path(args.tenants) if args.tenants else None)
     node = Node(cfg)
     try:
         async with asyncio.timeout(20):  # reconnects are forever once up; the first try is not
@@ -154,6 +165,9 @@ async def _run_node(args: argparse.Namespace, urls: list[str]) -> int:
 async def _up(args: argparse.Namespace) -> int:
     from switchboard.supervisor.nats_server import NatsServer, NatsServerConfig
 
+    if args.tenants is None:
+        args.tenants = str(example_tenants_file())
+        print(f"switchboard: tenants from {args.tenants} (the demo tenant; --tenants to change)")
     if args.nats:
         return await _run_node(args, args.nats.split(","))
     root = Path(args.data_dir) if args.data_dir else data_dir()

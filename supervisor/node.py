@@ -18,14 +18,29 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from switchboard.actors import ActorCell, ActorSystem, Decision, Directive
+from switchboard.actors.call import CallServices
+from switchboard.actors.echo_agent import EchoBrain
+from switchboard.actors.media_registry import MediaLegRegistry
 from switchboard.actors.membership import Membership
+from switchboard.actors.tenant import TenantActor
 from switchboard.actors.transport_nats import NatsTransport
 from switchboard.actors.virtual import VirtualActor, VirtualHost
 from switchboard.protocols import NodeInfo
+from switchboard.protocols.events import (
+    CALL_EVENTS_DUPLICATE_WINDOW,
+    CALL_EVENTS_STREAM,
+    CALL_EVENTS_SUBJECTS,
+)
 from switchboard.protocols.subjects import LEASES_BUCKET, NODES_BUCKET, STATE_BUCKET, STATE_OBJECTS
+from switchboard.protocols.tenants import TenantDirectory
+from switchboard.providers.vad.webrtc import WebRtcVad
+from switchboard.storage.events import JetStreamEvents, open_stream
 from switchboard.storage.jetstream import open_kv, open_objects
+from switchboard.storage.tenants_file import StaticTenantDirectory, load_tenants
+from switchboard.supervisor.calls import CallsSupervisor
 from switchboard.supervisor.heartbeat import Heartbeat
 from switchboard.supervisor.spec import ChildSpec, Restart, RestartIntensity
 from switchboard.supervisor.supervisor import Supervisor, SupervisorParent
@@ -52,6 +67,7 @@ class NodeConfig:
     replicas: int = 1
     virtual_kinds: list[type[VirtualActor]] = field(default_factory=list)
     children: list[ChildSpec] = field(default_factory=list)
+    tenants_file: Path | None = None
 
 
 class Node:
@@ -66,9 +82,16 @@ class Node:
         self.host: VirtualHost | None = None
         self.membership: Membership | None = None
         self.heartbeat: Heartbeat | None = None
+        # What the gateways use: the media legs of this node's calls, and the tenants.
+        self.legs = MediaLegRegistry()
+        self.directory: TenantDirectory = StaticTenantDirectory([])
+        # The agent brains this node can run (issue 4 adds the flow and LLM brains).
+        self.brains: dict[str, EchoBrain] = {"echo": EchoBrain()}
 
     async def start(self) -> None:
         cfg = self.config
+        if cfg.tenants_file is not None:  # a bad file fails here, before anything connects
+            self.directory = load_tenants(cfg.tenants_file, brains=set(self.brains))
         self.transport = await NatsTransport.connect(cfg.nats_urls,
                                                      name=f"switchboard-node-{cfg.node_id}")
         js = self.transport.nc.jetstream()
@@ -76,6 +99,8 @@ class Node:
         leases = await open_kv(js, LEASES_BUCKET, ttl=cfg.lease_ttl, replicas=cfg.replicas)
         states = await open_kv(js, STATE_BUCKET, replicas=cfg.replicas)
         objects = await open_objects(js, STATE_OBJECTS, replicas=cfg.replicas)
+        await open_stream(js, CALL_EVENTS_STREAM, [CALL_EVENTS_SUBJECTS],
+                          duplicate_window=CALL_EVENTS_DUPLICATE_WINDOW, replicas=cfg.replicas)
         system = ActorSystem(self.transport, node_id=cfg.node_id, region=cfg.region,
                              on_error=self._task_failed)
         self.system = system
@@ -88,7 +113,10 @@ class Node:
             id="virtual", actor=Supervisor, expose=False,
             factory=lambda: Supervisor(dynamic_restart=Restart.TRANSIENT,
                                        intensity=RestartIntensity(50, 10.0)))
-        root_specs = [virtual_spec, *cfg.children]
+        services = CallServices(legs=self.legs, directory=self.directory,
+                                events=JetStreamEvents(js), brains=self.brains,
+                                vad=lambda rate: WebRtcVad(rate))
+        root_specs = [virtual_spec, CallsSupervisor.spec(services), *cfg.children]
         await system.spawn(Supervisor, "root", parent=self, expose=False,
                            factory=lambda: Supervisor(root_specs))
         virtual_ref = system.ref("supervisor", "virtual")
@@ -97,6 +125,7 @@ class Node:
         self.host = VirtualHost(system, leases=leases, states=states, objects=objects,
                                 membership=self.membership, lease_ttl=cfg.lease_ttl,
                                 supervisor=SupervisorParent(virtual_cell))
+        self.host.register(TenantActor.bind(self.directory))
         for kind in cfg.virtual_kinds:
             self.host.register(kind)
         await self.host.start()

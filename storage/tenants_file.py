@@ -1,0 +1,256 @@
+"""The tenants file: tenants, numbers, limits and agents declared in YAML, until the tenant API.
+
+`load_tenants(path)` parses and validates the file (format: configs/tenants.example.yaml) and
+returns a `StaticTenantDirectory`, the node-local `TenantDirectory` every node builds from the
+same file. A bad file raises `TenantsFileError`, whose text starts with `file:line:column`:
+
+- YAML syntax errors carry pyyaml's mark;
+- schema errors (msgspec, e.g. `$.tenants[0].limits.max_concurrent_calls`) are mapped back to
+  the YAML node at that path, found in the composed node tree;
+- cross-field rules (unique ids, a number's agent exists, a number belongs to one tenant only,
+  the brain is available, the greeting WAV exists) name every place involved.
+
+Error texts quote paths and line numbers, never the values: a number is a phone number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable
+from pathlib import Path
+
+import msgspec
+import yaml
+from switchboard.protocols.tenants import (
+    AgentConfig,
+    Route,
+    TenantConfig,
+    dec_hook,
+    normalize_number,
+)
+
+
+class TenantsFileError(ValueError):
+    """The tenants file is invalid; `line` and `column` are 1-based (0 when unknown)."""
+
+    def __init__(self, source: str, line: int, column: int, message: str) -> None:
+        super().__init__(f"{source}:{line}:{column}: {message}")
+        self.source = source
+        self.line = line
+        self.column = column
+
+
+class TenantsFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    version: int = 1
+    tenants: list[TenantConfig] = []
+
+
+class StaticTenantDirectory:
+    """A `TenantDirectory` over a fixed list of tenants (from the file, or built in tests)."""
+
+    def __init__(self, tenants: Iterable[TenantConfig]) -> None:
+        self._tenants: dict[str, TenantConfig] = {}
+        self._routes: dict[str, Route] = {}
+        for tenant in tenants:
+            if tenant.id in self._tenants:
+                raise ValueError(f"tenant id {tenant.id!r} appears twice")
+            self._tenants[tenant.id] = tenant
+            for route in tenant.numbers:
+                if route.number in self._routes:
+                    raise ValueError(f"tenant {tenant.id!r} declares a number another tenant "
+                                     "(or itself) already has")
+                self._routes[route.number] = Route(tenant_id=tenant.id, agent_id=route.agent)
+
+    def tenant(self, tenant_id: str) -> TenantConfig | None:
+        return self._tenants.get(tenant_id)
+
+    def route(self, number: str) -> Route | None:
+        return self._routes.get(normalize_number(number))
+
+    def tenants(self) -> list[TenantConfig]:
+        return list(self._tenants.values())
+
+
+def load_tenants(path: str | Path, *, brains: Collection[str] | None = None
+                 ) -> StaticTenantDirectory:
+    """Read, validate and index the tenants file. `brains`: the agent brains this node can
+    run (None: do not check)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TenantsFileError(str(path), 0, 0, f"cannot read the tenants file "
+                               f"({exc.strerror or type(exc).__name__})") from None
+    tenants = parse_tenants(text, source=str(path), base_dir=path.parent, brains=brains)
+    return StaticTenantDirectory(tenants)
+
+
+def parse_tenants(text: str, *, source: str = "<tenants>", base_dir: Path | None = None,
+                  brains: Collection[str] | None = None) -> list[TenantConfig]:
+    """Validate the YAML text; relative `greeting_audio` paths resolve against `base_dir`."""
+    root = _compose(text, source)
+    if root is None:
+        raise TenantsFileError(source, 1, 1, "the file is empty: declare `tenants:` "
+                               "(see configs/tenants.example.yaml)")
+    _check_duplicate_keys(root, source)
+    data = yaml.SafeLoader(text).get_single_data()
+    try:
+        parsed = msgspec.convert(data, TenantsFile, dec_hook=dec_hook)
+    except msgspec.ValidationError as exc:
+        raise _schema_error(str(exc), root, source) from None
+    return _check_rules(parsed, root, source, base_dir, brains)
+
+
+# -- YAML nodes and lines ----------------------------------------------------------------------
+
+
+def _compose(text: str, source: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+        problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        raise TenantsFileError(source, line, col, f"YAML syntax: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise TenantsFileError(source, 0, 0, f"YAML: {type(exc).__name__}") from None
+
+
+def _check_duplicate_keys(node: yaml.Node, source: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, yaml.Node] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    first = seen[key.value].start_mark.line + 1
+                    raise TenantsFileError(source, *_pos(key), f"key `{key.value}` repeats "
+                                           f"the one on line {first}; keep one")
+                seen[key.value] = key
+            _check_duplicate_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicate_keys(item, source)
+
+
+def _pos(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+
+
+def _find(root: yaml.Node, path: str) -> tuple[yaml.Node, str]:
+    """The deepest node along a msgspec path (`$.tenants[0].limits`), and that path's readable
+    form up to it."""
+    node, walked = root, []
+    for match in _STEP.finditer(path):
+        key, index = match.group(1), match.group(2)
+        child = _child(node, key, int(index) if index is not None else None)
+        if child is None:
+            break
+        node = child
+        walked.append(f".{key}" if key is not None else f"[{index}]")
+    return node, "".join(walked).lstrip(".")
+
+
+def _child(node: yaml.Node, key: str | None, index: int | None) -> yaml.Node | None:
+    if key is not None and isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return v
+    if index is not None and isinstance(node, yaml.SequenceNode) and index < len(node.value):
+        return node.value[index]
+    return None
+
+
+def _key_node(mapping: yaml.Node, key: str) -> yaml.Node | None:
+    if isinstance(mapping, yaml.MappingNode):
+        for k, _ in mapping.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return k
+    return None
+
+
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
+
+
+def _schema_error(message: str, root: yaml.Node, source: str) -> TenantsFileError:
+    match = _AT.match(message)
+    what = match.group("what") if match else message
+    path = (match.group("path") if match else None) or "$"
+    node, readable = _find(root, path)
+    unknown = re.match(r"Object contains unknown field `([^`]*)`", what)
+    if unknown:
+        key = _key_node(node, unknown.group(1))
+        if key is not None:
+            node = key
+    hint = ""
+    if "got `int`" in what and path.endswith(".number"):
+        hint = ' (quote phone numbers: YAML reads +15550100 as an integer; write "+15550100")'
+    elif "matching regex" in what and path.endswith(".number"):
+        hint = ' (E.164: + then country code and number, e.g. "+15550100")'
+    where = f"{readable}: " if readable else ""
+    return TenantsFileError(source, *_pos(node), f"{where}{what}{hint}")
+
+
+def _at(root: yaml.Node, source: str, path: str, message: str) -> TenantsFileError:
+    node, readable = _find(root, path)
+    return TenantsFileError(source, *_pos(node), f"{readable}: {message}")
+
+
+def _line(root: yaml.Node, path: str) -> int:
+    return _pos(_find(root, path)[0])[0]
+
+
+# -- rules across fields -----------------------------------------------------------------------
+
+
+def _check_rules(parsed: TenantsFile, root: yaml.Node, source: str, base_dir: Path | None,
+                 brains: Collection[str] | None) -> list[TenantConfig]:
+    tenant_at: dict[str, str] = {}
+    number_at: dict[str, str] = {}
+    out: list[TenantConfig] = []
+    for t, tenant in enumerate(parsed.tenants):
+        here = f"$.tenants[{t}]"
+        if tenant.id in tenant_at:
+            raise _at(root, source, f"{here}.id", f"tenant id `{tenant.id}` is already used by "
+                      f"{tenant_at[tenant.id][2:]} (line {_line(root, tenant_at[tenant.id])})")
+        tenant_at[tenant.id] = here
+        agents: list[AgentConfig] = []
+        agent_at: dict[str, str] = {}
+        for a, agent in enumerate(tenant.agents):
+            apath = f"{here}.agents[{a}]"
+            if agent.id in agent_at:
+                raise _at(root, source, f"{apath}.id", f"agent id `{agent.id}` is already used "
+                          f"in this tenant (line {_line(root, agent_at[agent.id])})")
+            agent_at[agent.id] = apath
+            if brains is not None and agent.brain not in brains:
+                raise _at(root, source, f"{apath}.brain", f"brain `{agent.brain}` is not "
+                          f"available on this node (available: {', '.join(sorted(brains))})")
+            agents.append(_resolve_audio(agent, root, source, apath, base_dir))
+        for n, route in enumerate(tenant.numbers):
+            npath = f"{here}.numbers[{n}]"
+            if route.agent not in agent_at:
+                raise _at(root, source, f"{npath}.agent", f"agent `{route.agent}` is not one of "
+                          "this tenant's agents")
+            if route.number in number_at:
+                first = number_at[route.number]
+                raise _at(root, source, f"{npath}.number", "this number is already declared at "
+                          f"{first[2:]} (line {_line(root, first + '.number')}); a number "
+                          "routes to exactly one tenant and agent")
+            number_at[route.number] = npath
+        out.append(msgspec.structs.replace(tenant, agents=agents))
+    return out
+
+
+def _resolve_audio(agent: AgentConfig, root: yaml.Node, source: str, apath: str,
+                   base_dir: Path | None) -> AgentConfig:
+    if not agent.greeting_audio:
+        return agent
+    audio = Path(agent.greeting_audio)
+    if not audio.is_absolute() and base_dir is not None:
+        audio = base_dir / audio
+    if not audio.is_file():
+        raise _at(root, source, f"{apath}.greeting_audio", "the greeting WAV does not exist "
+                  "(a relative path is read from the tenants file's folder)")
+    return msgspec.structs.replace(agent, greeting_audio=str(audio.resolve()))
