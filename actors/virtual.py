@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import msgspec
 from switchboard.actors.actor import Actor
 from switchboard.actors.cell import ActorCell, Parent
-from switchboard.actors.errors import ActorNotFound, AskTimeout, LeaseLost
+from switchboard.actors.errors import ActorNotFound, AskTimeout, LeaseLost, RemoteError
 from switchboard.actors.membership import Membership
 from switchboard.actors.metrics import ACTIVATIONS
 from switchboard.actors.placement import choose_node
@@ -44,6 +44,7 @@ from switchboard.protocols import (
     lease_key,
     node_subject,
 )
+from switchboard.protocols.subjects import LEASE_TTL
 from switchboard.storage.kv import (
     KeyExists,
     KeyValue,
@@ -75,7 +76,7 @@ class VirtualActor(Actor):
 class VirtualHost:
     def __init__(self, system: ActorSystem, *, leases: KeyValue, states: KeyValue,
                  objects: ObjectStore | None = None, membership: Membership | None = None,
-                 lease_ttl: float = 6.0, supervisor: Parent | None = None) -> None:
+                 lease_ttl: float = LEASE_TTL, supervisor: Parent | None = None) -> None:
         self.system = system
         self.leases = leases
         self.states = states
@@ -150,6 +151,11 @@ class VirtualHost:
                 if answer.code == "draining":
                     tried.add(target)
                     continue
+                if answer.retryable:  # lease contended or storage electing a leader: again
+                    await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+                    continue
+                if answer.code == "activation_failed":
+                    raise RemoteError(answer.code, answer.message)
                 raise ActorNotFound(answer.message)
             return
 
@@ -203,10 +209,17 @@ class VirtualHost:
             try:
                 node = await self.activate_here(request.kind, request.actor_id)
                 answer = Activated(kind=request.kind, actor_id=request.actor_id, node_id=node)
-            except (LeaseLost, RevisionMismatch, KeyExists) as exc:
+            except (LeaseLost, RevisionMismatch, KeyExists, StorageError) as exc:
                 answer = ErrorReply(code="retry", message=str(exc), retryable=True)
+            except Exception as exc:  # noqa: BLE001 - the actor's start hook may raise anything
+                answer = ErrorReply(code="activation_failed",
+                                    message=f"{request.kind} failed to start here "
+                                            f"({type(exc).__name__}); see the node's log")
         if msg.reply:
-            await self.system.transport.publish(msg.reply, self._enc.encode(answer))
+            try:
+                await self.system.transport.publish(msg.reply, self._enc.encode(answer))
+            except TransportError as exc:
+                log.warning("could not answer an activation request: %s", exc)
 
     async def activate_here(self, kind: str, actor_id: str) -> str:
         """Host the actor here unless another live node holds its lease; return the host."""

@@ -23,6 +23,12 @@ STATE_BUCKET = "sb_state"
 STATE_OBJECTS = "sb_state_objects"
 EVENTS_PREFIX = f"{PREFIX}.events"
 
+# Bucket TTLs. Longer than a JetStream leader election (4-9 s measured with a server of three
+# killed), so an election never expires every lease or heartbeat at once; dead nodes are still
+# noticed at once (their subscriptions vanish and their ping subject has no responders).
+NODE_TTL = 10.0
+LEASE_TTL = 20.0
+
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-=:]{1,200}$")
 
 

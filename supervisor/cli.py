@@ -202,7 +202,7 @@ async def _status(args: argparse.Namespace) -> int:
     from nats.errors import NoServersError
     from switchboard.actors.transport_nats import NatsTransport
     from switchboard.protocols import LeaseRecord, NodeInfo
-    from switchboard.protocols.subjects import LEASES_BUCKET, NODES_BUCKET
+    from switchboard.protocols.subjects import LEASE_TTL, LEASES_BUCKET, NODE_TTL, NODES_BUCKET
     from switchboard.storage.jetstream import open_kv
 
     url = args.nats or _default_nats()
@@ -222,9 +222,9 @@ async def _status(args: argparse.Namespace) -> int:
     try:
         js = transport.nc.jetstream()
         nodes = [msgspec.msgpack.decode(e.value, type=NodeInfo)
-                 for e in await (await open_kv(js, NODES_BUCKET, ttl=3.0)).entries()]
+                 for e in await (await open_kv(js, NODES_BUCKET, ttl=NODE_TTL)).entries()]
         leases = [(e.key, msgspec.msgpack.decode(e.value, type=LeaseRecord))
-                  for e in await (await open_kv(js, LEASES_BUCKET, ttl=6.0)).entries()]
+                  for e in await (await open_kv(js, LEASES_BUCKET, ttl=LEASE_TTL)).entries()]
     finally:
         await transport.close()
     per_node: dict[str, int] = {}

@@ -18,7 +18,13 @@ from switchboard.actors import ActorRef, ActorSystem
 from switchboard.actors.membership import Membership
 from switchboard.actors.transport_nats import NatsTransport
 from switchboard.actors.virtual import VirtualHost
-from switchboard.protocols.subjects import LEASES_BUCKET, NODES_BUCKET, STATE_BUCKET
+from switchboard.protocols.subjects import (
+    LEASE_TTL,
+    LEASES_BUCKET,
+    NODE_TTL,
+    NODES_BUCKET,
+    STATE_BUCKET,
+)
 from switchboard.storage.jetstream import open_kv
 
 
@@ -35,7 +41,7 @@ class Client:
 
 @contextlib.asynccontextmanager
 async def connect_client(urls: list[str], *, region: str = "local",
-                         node_ttl: float = 3.0, lease_ttl: float = 6.0,
+                         node_ttl: float = NODE_TTL, lease_ttl: float = LEASE_TTL,
                          membership_refresh: float = 0.5) -> AsyncIterator[Client]:
     transport = await NatsTransport.connect(urls, name="switchboard-client")
     try:

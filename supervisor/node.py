@@ -34,7 +34,14 @@ from switchboard.protocols.events import (
     CALL_EVENTS_STREAM,
     CALL_EVENTS_SUBJECTS,
 )
-from switchboard.protocols.subjects import LEASES_BUCKET, NODES_BUCKET, STATE_BUCKET, STATE_OBJECTS
+from switchboard.protocols.subjects import (
+    LEASE_TTL,
+    LEASES_BUCKET,
+    NODE_TTL,
+    NODES_BUCKET,
+    STATE_BUCKET,
+    STATE_OBJECTS,
+)
 from switchboard.protocols.tenants import TenantDirectory
 from switchboard.providers.vad.webrtc import WebRtcVad
 from switchboard.storage.events import JetStreamEvents, open_stream
@@ -62,8 +69,8 @@ class NodeConfig:
     region: str = "local"
     capacity: int = 1000
     heartbeat_interval: float = 0.5
-    node_ttl: float = 3.0
-    lease_ttl: float = 6.0
+    node_ttl: float = NODE_TTL
+    lease_ttl: float = LEASE_TTL
     replicas: int = 1
     virtual_kinds: list[type[VirtualActor]] = field(default_factory=list)
     children: list[ChildSpec] = field(default_factory=list)
