@@ -373,7 +373,7 @@ async def test_vad_calls_silence_silence(vad_factory: tuple[Callable[[], Vad], i
 # --- language model -------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["fake"])  # the embedded and local-server adapters join here
+@pytest.fixture(params=["fake"])  # the other LLMs: tests/unit/test_llm_contract.py
 def llm_factory(request: pytest.FixtureRequest) -> Callable[..., LanguageModel]:
     return FakeLanguageModel
 
