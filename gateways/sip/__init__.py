@@ -10,18 +10,41 @@ Wire-level pieces, one protocol per module, pure and testable without sockets:
 - `rtp_session`: one call's RTP over asyncio UDP (pacing, latching, inactivity).
 - `errors`: the exception tree.
 
+Signalling (RFC 3261), on asyncio with no actors inside:
+
+- `transport`, `flows`, `source_policy`: UDP/TCP/TLS listeners and connections (§18),
+  allow-lists and per-IP flood limits.
+- `transaction`, `transaction_layer`: client and server transactions with their timers (§17).
+- `dialog`, `session_timer`: dialogs (§12), 2xx retransmission (§13.3.1.4), RFC 4028.
+- `auth`, `trunk`: digest (RFC 8760 / 7616 / 2617) both ways; trunks by address and proxy.
+- `useragent` (with `uas`, `uac`), `call`, `handler`, `rtp_ports`: the user agent, one
+  `SipCall` per dialog, and the `CallHandler` interface the gateway glue implements.
+
 Import from the modules (`switchboard.gateways.sip.message`); this package re-exports the
 names a gateway author needs most.
 """
 
+from switchboard.gateways.sip.auth import Credentials
+from switchboard.gateways.sip.call import CallGone, SipCall
 from switchboard.gateways.sip.codecs import G722, PCMA, PCMU, AudioDecoder, AudioEncoder, Codec
 from switchboard.gateways.sip.errors import (
+    CallFailed,
     NoCommonCodec,
     RtpParseError,
     SdpError,
     SdpParseError,
     SipError,
     SipParseError,
+    TransferFailed,
+    TransportError,
+)
+from switchboard.gateways.sip.handler import (
+    Accept,
+    Admission,
+    CallEnd,
+    CallHandler,
+    MediaOptions,
+    Refuse,
 )
 from switchboard.gateways.sip.message import (
     SipRequest,
@@ -39,26 +62,51 @@ from switchboard.gateways.sip.sdp import (
     answer_offer,
     create_offer,
 )
+from switchboard.gateways.sip.session_timer import SessionTimerConfig
+from switchboard.gateways.sip.source_policy import FloodLimit
+from switchboard.gateways.sip.transaction import Timers
+from switchboard.gateways.sip.transport import TransportConfig
+from switchboard.gateways.sip.trunk import Trunk
+from switchboard.gateways.sip.useragent import UserAgent, UserAgentConfig
 
 __all__ = [
     "G722",
     "PCMA",
     "PCMU",
+    "Accept",
+    "Admission",
     "AudioDecoder",
     "AudioEncoder",
+    "CallEnd",
+    "CallFailed",
+    "CallGone",
+    "CallHandler",
     "Codec",
+    "Credentials",
+    "FloodLimit",
+    "MediaOptions",
     "NegotiatedAudio",
     "NoCommonCodec",
+    "Refuse",
     "RtpParseError",
     "RtpSession",
     "SdpError",
     "SdpParseError",
     "SessionDescription",
+    "SessionTimerConfig",
+    "SipCall",
     "SipError",
     "SipParseError",
     "SipRequest",
     "SipResponse",
     "StreamFramer",
+    "Timers",
+    "TransferFailed",
+    "TransportConfig",
+    "TransportError",
+    "Trunk",
+    "UserAgent",
+    "UserAgentConfig",
     "accept_answer",
     "answer_offer",
     "build_response",

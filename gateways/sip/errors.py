@@ -7,7 +7,13 @@ The tree (like httpx's errors module, so a caller sees at a glance what it can c
     ├── SdpError                an SDP body is unusable: `status`
     │   ├── SdpParseError       syntax (answer 400 Bad Request)
     │   └── NoCommonCodec       offer/answer found nothing we can speak (488 Not Acceptable Here)
-    └── RtpParseError           an RTP or RFC 4733 packet is malformed (dropped and counted)
+    ├── RtpParseError           an RTP or RFC 4733 packet is malformed (dropped and counted)
+    ├── TransportError          a message could not be sent (connection refused or closed)
+    ├── TransactionTimeout      no final response in time (RFC 3261 §17 Timer B / F)
+    ├── TooManyTransactions     the cap on live transactions was reached
+    └── CallFailed              an outbound call or in-dialog request got a final failure:
+        │                       `status`, `reason`, `retry_after`
+        └── TransferFailed      the peer refused our REFER (or never answered it)
 
 Messages name the cause; they never echo header values, digits or numbers (personal data,
 CONVENTIONS.md), only which header or field was wrong.
@@ -21,12 +27,17 @@ if TYPE_CHECKING:
     from switchboard.gateways.sip.headers import Headers
 
 __all__ = [
+    "CallFailed",
     "NoCommonCodec",
     "RtpParseError",
     "SdpError",
     "SdpParseError",
     "SipError",
     "SipParseError",
+    "TooManyTransactions",
+    "TransactionTimeout",
+    "TransferFailed",
+    "TransportError",
 ]
 
 
@@ -83,3 +94,30 @@ class NoCommonCodec(SdpError):
 
 class RtpParseError(SipError):
     """An RTP (RFC 3550) or telephone-event (RFC 4733) packet is malformed; drop it."""
+
+
+class TransportError(SipError):
+    """A SIP message could not be sent: no route, connection refused or closed (§18)."""
+
+
+class TransactionTimeout(SipError):
+    """A client transaction got no final response (Timer B or F fired, RFC 3261 §17.1)."""
+
+
+class TooManyTransactions(SipError):
+    """The transaction layer holds its maximum of live transactions; try again later."""
+
+
+class CallFailed(SipError):
+    """A request we sent ended without success: the final `status` (408 on timeout,
+    503 on a transport error) and, when the peer sent one, `retry_after` seconds."""
+
+    def __init__(self, status: int, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class TransferFailed(CallFailed):
+    """Our REFER (RFC 3515) was refused or not answered; the call goes on."""

@@ -123,6 +123,16 @@ class Headers:
                 return
         self._items.append((key, value))
 
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace only the first entry of `name` (a transport stamping the top Via, §18.2.1);
+        append when there is none."""
+        key = canonical_name(name)
+        for i, (n, _) in enumerate(self._items):
+            if n == key:
+                self._items[i] = (key, value)
+                return
+        self._items.append((key, value))
+
     def remove(self, name: str) -> None:
         """Drop every entry of `name`."""
         key = canonical_name(name)

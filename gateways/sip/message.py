@@ -368,7 +368,8 @@ class StreamFramer:
         self._buffer = bytearray()
         self._max_size = max_size
         self._max_headers = max_headers
-        self.keepalives = 0  # RFC 5626 §3.5.1 CRLF pings seen; the transport may answer CRLF
+        self.keepalives = 0  # RFC 5626 §3.5.1 CRLFCRLF pings seen; the transport answers CRLF
+        self._crlf_run = 0  # CRLF bytes seen between messages since the last ping
 
     def feed(self, data: bytes) -> None:
         """Append received bytes."""
@@ -378,8 +379,15 @@ class StreamFramer:
         """The next complete message, None when more bytes are needed."""
         stripped = self._buffer.lstrip(b"\r\n")
         if len(stripped) != len(self._buffer):
-            self.keepalives += 1
+            # A ping is a double CRLF, possibly split over segments; a lone CRLF is a pong,
+            # which must not be answered (else two peers would ping-pong for ever).
+            self._crlf_run += len(self._buffer) - len(stripped)
+            if self._crlf_run >= 4:
+                self.keepalives += 1
+                self._crlf_run = 0
             self._buffer = bytearray(stripped)
+        if self._buffer:
+            self._crlf_run = 0
         match = _HEAD_END.search(self._buffer)
         if match is None:
             if len(self._buffer) > self._max_size:

@@ -166,6 +166,10 @@ class RtpSession:
         changed_remote = (media.remote_host, media.remote_port) != self._sdp_remote
         remote, latched = self._remote, self._latched
         self._configure(media)
+        if self._transport is not None:
+            # A new negotiation (answer, resume from hold) restarts the inactivity clock.
+            self._last_rx = asyncio.get_running_loop().time()
+            self._inactive_reported = False
         if changed_remote:
             await self._resolve_remote()
         else:
