@@ -168,7 +168,10 @@ class TenantActor(VirtualActor):
             self.state.admissions = window
             raise Refusal("rate_limited", f"tenant {config.id} admitted "
                           f"{limits.calls_per_minute} calls in the last minute; retry later",
-                          retryable=True, retry_after=max(window[0] + RATE_WINDOW - now, 0.01))
+                          retryable=True,
+                          # calls_per_minute: 0 refuses every call; nothing to wait for then
+                          retry_after=max(window[0] + RATE_WINDOW - now, 0.01) if window
+                          else limits.retry_after_seconds)
         window.append(now)
         self.state.admissions = window
         self.state.calls[call_id] = AdmittedCall(agent_id=agent_id, direction=direction,

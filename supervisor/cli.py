@@ -3,6 +3,7 @@
     switchboard up                       NATS (embedded) + one node, on this machine
     switchboard node --nats URL[,URL]    join an existing cluster as one more node
     switchboard status [--nats URL]      nodes, regions, load and active actors
+    switchboard token --tenant T --agent A   a short-lived call token for the web widget
 """
 
 from __future__ import annotations
@@ -84,6 +85,28 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--tenants", default=None, metavar="FILE",
                         help="tenants, numbers and agents (format: configs/tenants.example.yaml;"
                              " `up` defaults to that demo file)")
+        web = sp.add_argument_group("web gateway (browser calls over WebRTC; docs/web.md)")
+        web.add_argument("--web-host", default="127.0.0.1",
+                         help="address of the page and API (default 127.0.0.1; any other "
+                              "host is served over HTTPS)")
+        web.add_argument("--web-port", type=int, default=None,
+                         help="port of the page and API; `up` defaults to 8080 (a free one "
+                              "if busy), `node` serves no page unless given one")
+        web.add_argument("--web-cert", type=Path, default=None, metavar="PEM",
+                         help="HTTPS certificate chain (default: self-signed off loopback)")
+        web.add_argument("--web-key", type=Path, default=None, metavar="PEM",
+                         help="HTTPS private key")
+        web.add_argument("--stun", action="append", default=[], metavar="URL",
+                         help="STUN server for browsers and the node, e.g. stun:stun.example"
+                              ".com:3478 (repeatable)")
+        web.add_argument("--turn", action="append", default=[], metavar="URL",
+                         help="TURN server, e.g. turn:turn.example.com:3478?transport=udp "
+                              "(repeatable); credentials from $SWITCHBOARD_TURN_USERNAME and "
+                              "$SWITCHBOARD_TURN_PASSWORD, or $SWITCHBOARD_TURN_SECRET "
+                              "(coturn use-auth-secret)")
+        web.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None,
+                         help="pages on this machine may call the demo tenant without a "
+                              "token (`up` with the bundled demo tenants: on by default)")
 
     up = sub.add_parser("up", help="start NATS and one node on this machine (embedded defaults)",
                         description="Start an embedded NATS server with JetStream (data under "
@@ -99,6 +122,16 @@ def _parser() -> argparse.ArgumentParser:
                           description="Join a NATS JetStream cluster as a node.")
     node.add_argument("--nats", required=True, help="NATS URL(s), comma separated")
     node_options(node)
+
+    tok = sub.add_parser("token", help="mint a short-lived call token for the web widget",
+                         description="Print a call token (JWT, HS256) signed with the "
+                                     "tenant's web_token_secret from the tenants file.")
+    tok.add_argument("--tenant", required=True)
+    tok.add_argument("--agent", required=True)
+    tok.add_argument("--ttl", type=float, default=600.0, help="seconds, at most 900")
+    tok.add_argument("--subject", default="", help="your reference for the caller (optional)")
+    tok.add_argument("--tenants", default=None, metavar="FILE",
+                     help="the tenants file (default: the bundled demo file)")
 
     st = sub.add_parser("status", help="list nodes, regions, load and active actors",
                         description="Read the membership and lease buckets and print them.")
@@ -120,22 +153,30 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.run
     if args.command == "status":
         return int(runner(_status(args)))
+    if args.command == "token":
+        return _token(args)
     if args.command == "up":
         return int(runner(_up(args)))
     return int(runner(_run_node(args, args.nats.split(","))))
 
 
 async def _run_node(args: argparse.Namespace, urls: list[str]) -> int:
+    from switchboard.gateways.webrtc import ListenError
     from switchboard.supervisor.node import Node, NodeConfig, default_node_id
 
     cfg = NodeConfig(nats_urls=urls, node_id=args.node_id or default_node_id(),
                      region=args.region, capacity=args.capacity, replicas=args.replicas,
                      virtual_kinds=_load_kinds(args.kinds),
-                     tenants_file=Path(args.tenants) if args.tenants else None)
+                     tenants_file=Path(args.tenants) if args.tenants else None,
+                     web=_web_config(args))
     node = Node(cfg)
     try:
         async with asyncio.timeout(20):  # reconnects are forever once up; the first try is not
             await node.start()
+    except ListenError as exc:  # an OSError too: before the NATS message below
+        print(f"switchboard: {exc}", file=sys.stderr)
+        await node.drain()
+        return 2
     except (TimeoutError, OSError) as exc:
         print(f"switchboard: cannot reach NATS at {','.join(urls)} ({exc}); "
               "start it, or use `switchboard up` for an embedded one", file=sys.stderr)
@@ -156,6 +197,10 @@ async def _run_node(args: argparse.Namespace, urls: list[str]) -> int:
         loop.add_signal_handler(sig, on_signal)
     print(f"switchboard: node {cfg.node_id} ready (region {cfg.region}, "
           f"NATS {','.join(urls)})", flush=True)
+    if node.web is not None:
+        demo = " (demo mode: no token needed from this machine)" if cfg.web and \
+            cfg.web.demo_mode else ""
+        print(f"switchboard: talk to an agent at {node.web.url}{demo}", flush=True)
     code = await node.wait()
     await node.drain()
     print(f"switchboard: node {cfg.node_id} stopped", flush=True)
@@ -167,6 +212,7 @@ async def _up(args: argparse.Namespace) -> int:
 
     if args.tenants is None:
         args.tenants = str(example_tenants_file())
+        args.demo_tenants = True
         print(f"switchboard: tenants from {args.tenants} (the demo tenant; --tenants to change)")
     if args.nats:
         return await _run_node(args, args.nats.split(","))
@@ -184,6 +230,42 @@ async def _up(args: argparse.Namespace) -> int:
     finally:
         _url_file().unlink(missing_ok=True)
         await server.stop()
+
+
+def _web_config(args: argparse.Namespace) -> Any:
+    """The web gateway's settings from the node flags (None: no web gateway)."""
+    port = args.web_port
+    if port is None and args.command == "up":
+        port = 8080 if _port_free(8080) else 0
+    if port is None:
+        return None
+    from switchboard.gateways.webrtc import TlsConfig, WebConfig, ice_servers_from_flags
+
+    demo = args.demo
+    if demo is None:  # `up` on the bundled demo tenants file: the newcomer's path
+        demo = args.command == "up" and getattr(args, "demo_tenants", False)
+    ice = ice_servers_from_flags(
+        stun=args.stun, turn=args.turn,
+        turn_username=os.environ.get("SWITCHBOARD_TURN_USERNAME", ""),
+        turn_password=os.environ.get("SWITCHBOARD_TURN_PASSWORD", ""),
+        turn_secret=os.environ.get("SWITCHBOARD_TURN_SECRET", ""))
+    return WebConfig(host=args.web_host, port=port,
+                     tls=TlsConfig(args.web_cert, args.web_key), ice_servers=ice,
+                     demo_mode=bool(demo), state_dir=data_dir() / "web")
+
+
+def _token(args: argparse.Namespace) -> int:
+    from switchboard.gateways.webrtc import TokenError, mint_token_for
+    from switchboard.storage.tenants_file import TenantsFileError, load_tenants
+
+    try:
+        directory = load_tenants(args.tenants or example_tenants_file())
+        print(mint_token_for(directory, args.tenant, args.agent, ttl=args.ttl,
+                             subject=args.subject))
+    except (TokenError, TenantsFileError, ValueError, OSError) as exc:
+        print(f"switchboard token: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _port_free(port: int) -> bool:

@@ -28,6 +28,7 @@ from switchboard.actors.membership import Membership
 from switchboard.actors.tenant import TenantActor
 from switchboard.actors.transport_nats import NatsTransport
 from switchboard.actors.virtual import VirtualActor, VirtualHost
+from switchboard.gateways.webrtc import CallStarter, WebConfig, WebGateway
 from switchboard.protocols import NodeInfo
 from switchboard.protocols.events import (
     CALL_EVENTS_DUPLICATE_WINDOW,
@@ -75,6 +76,7 @@ class NodeConfig:
     virtual_kinds: list[type[VirtualActor]] = field(default_factory=list)
     children: list[ChildSpec] = field(default_factory=list)
     tenants_file: Path | None = None
+    web: WebConfig | None = None  # the web gateway (page, widget, WebRTC); None: not served
 
 
 class Node:
@@ -89,6 +91,7 @@ class Node:
         self.host: VirtualHost | None = None
         self.membership: Membership | None = None
         self.heartbeat: Heartbeat | None = None
+        self.web: WebGateway | None = None
         # What the gateways use: the media legs of this node's calls, and the tenants.
         self.legs = MediaLegRegistry()
         self.directory: TenantDirectory = StaticTenantDirectory([])
@@ -140,6 +143,9 @@ class Node:
         await self.heartbeat.beat()
         await self.membership.refresh()
         system.tasks.spawn(self.heartbeat.run(), name="heartbeat")
+        if cfg.web is not None:  # last: a call may arrive as soon as it listens
+            self.web = WebGateway(CallStarter(system, self.legs, self.directory), cfg.web)
+            await self.web.start()
         log.info("node %s up in region %s (NATS %s)", cfg.node_id, cfg.region,
                  ",".join(cfg.nats_urls))
 
@@ -177,6 +183,10 @@ class Node:
     async def drain(self, timeout: float = 10.0) -> None:
         """Graceful stop: no new work, hand virtual actors over, stop the tree, leave."""
         self.draining = True
+        if self.web is not None:
+            # First: no new web calls, and the calls up end as `shutdown` while their
+            # tenants and NATS are still there to release quota and record call.ended.
+            await self.web.close(timeout)
         if self.heartbeat is not None:
             try:
                 await self.heartbeat.beat()
