@@ -1,8 +1,9 @@
 """The `Agent` strategy: what answers a call, behind one small interface the call actor drives.
 
 The call actor owns the call (its media task, timers, quota, events); an agent owns the
-conversation. Issue 3 ships `EchoAgent` (actors/echo_agent.py); the STT -> LLM -> TTS loop and
-the flow agent plug in behind the same interface, chosen by the agent config's `brain`.
+conversation. `EchoAgent` (actors/echo_agent.py, brain `echo`) and `ConversationAgent`
+(actors/conversation.py, brains `flow` and `llm`: STT -> LLM -> TTS) plug in behind the same
+interface, chosen by the agent config's `brain`.
 
 The call actor calls, in order:
 
@@ -15,6 +16,12 @@ The call actor calls, in order:
    (no `await`); start slow work with `control.spawn`, which ties it to the call.
 3. `await on_end(reason)` once, whatever ended the call (bounded by a timeout).
 
+If the call actor crashes and the node persists call state, its supervisor restarts it: the
+new incarnation calls `on_start` on a new agent with `CallInfo.restored_state` set to the
+agent's last `control.save_state(...)`, and does not answer the leg again; the agent resumes
+the conversation (and should not greet again). The crashed agent gets no `on_end`: its tasks
+are cancelled.
+
 An agent talks back through `CallControl`: play audio, clear it, send DTMF, transfer, hang up.
 """
 
@@ -25,6 +32,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
 from switchboard.protocols.audio import AudioChunk, VadEvent
 from switchboard.protocols.call import AGENT_HANGUP
 from switchboard.protocols.media import Direction
@@ -43,19 +51,28 @@ class CallInfo:
     sample_rate: int
     caller: str = field(repr=False)
     callee: str = field(repr=False)
+    # Set when a restarted call actor resumes the call: the agent's last `save_state`.
+    restored_state: bytes | None = field(default=None, repr=False)
+
+    @property
+    def resumed(self) -> bool:
+        return self.restored_state is not None
 
 
 @dataclass(frozen=True, slots=True)
 class VoiceActivity:
-    """The VAD's view of the latest frame: in speech or not, and the event it just decided
-    (`SpeechStarted` / `SpeechEnded`), if any."""
+    """The VAD's view of the latest frame: in speech or not, whether this frame itself is
+    voiced (False during the silence hangover that may end the utterance), and the event it
+    just decided (`SpeechStarted` / `SpeechEnded`), if any."""
 
     speaking: bool
     event: VadEvent | None = None
+    voiced: bool = True
 
 
-SILENT = VoiceActivity(speaking=False)
+SILENT = VoiceActivity(speaking=False, voiced=False)
 SPEAKING = VoiceActivity(speaking=True)  # shared: most frames carry no event, so no allocation
+PAUSING = VoiceActivity(speaking=True, voiced=False)  # in speech, this frame quiet (hangover)
 
 
 class CallControl(Protocol):
@@ -89,7 +106,18 @@ class CallControl(Protocol):
         ...
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
-        """Run work owned by the call: cancelled when it ends; a failure ends it as a crash."""
+        """Run work owned by the call: cancelled when it ends; a failure crashes the call
+        actor (restarted and resumed when the node persists call state, else ended)."""
+        ...
+
+    def save_state(self, state: bytes) -> None:
+        """Persist the agent's state (after each turn); returns at once. A restarted call
+        actor hands the latest one back in `CallInfo.restored_state`."""
+        ...
+
+    def publish_event(self, name: str, event: msgspec.Struct, *, event_id: str) -> None:
+        """Queue an event for the call's event stream (`sb.events.call.<t>.<c>.<name>`);
+        `event_id` is the JetStream message id (deduplicated)."""
         ...
 
 

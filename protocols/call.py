@@ -43,6 +43,11 @@ TRANSFERRED = "transferred"
 NO_AGENT = "agent_unavailable"  # the agent's brain is not available on this node
 ERROR = "error"                 # the call actor crashed or could not start
 SHUTDOWN = "shutdown"           # the node stopped the call (drain)
+# An outbound call that was never answered (the trunk's CallFinished and call.ended):
+BUSY = "busy"                   # SIP 486 / 600
+NO_ANSWER = "no_answer"         # ringing until the trunk's ring timeout, or 408 / 480 / 487
+REJECTED = "rejected"           # 403 / 603: the callee (or the carrier) declined
+UNREACHABLE = "unreachable"     # 404 / 484 / 604, a 5xx, or the trunk could not be reached
 
 
 class AdmitCall(msgspec.Struct, frozen=True, kw_only=True, tag="call.admit"):

@@ -20,13 +20,19 @@ import hmac
 from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
+from switchboard.protocols.pools import FailoverOrder
 
 Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}$",
                                  description="letters, digits, _ and -; used in NATS subjects")]
 E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{1,14}$",
                                    description="E.164: + then country code and number")]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
-Brain = Literal["echo", "flow", "llm"]  # "flow" and "llm" arrive with the conversation loop
+Brain = Literal["echo", "flow", "llm"]
+BuiltinTool = Literal["hang_up", "transfer", "send_dtmf"]
+ToolName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$",
+                                       description="lower case letters, digits and _")]
+WebhookUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s]+$",
+                                         description="an http:// or https:// URL")]
 
 
 class Secret:
@@ -92,14 +98,65 @@ class VadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     v: int = 1
 
 
+class TurnSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Turn-taking, barge-in and dead air of the conversation brains (actors/conversation.py).
+
+    End of turn: a caller utterance whose transcript reads as complete (terminal punctuation,
+    no dangling "and", "for", "um"...) ends the turn after `fast_end_ms` of quiet when the
+    transcript is already there (a streaming STT), else at the VAD's `min_silence_ms`; one
+    that ends mid-phrase waits until `incomplete_hold_ms` of silence for the caller to go on.
+    Barge-in: caller speech over the agent interrupts it once it has lasted `barge_in_min_ms`;
+    shorter blips and backchannels ("uh-huh") do not. Dead air: when an answer is owed and the
+    caller has heard nothing for `dead_air_ms`, the agent says `filler`, then retries on the
+    next provider, then says `apology`.
+    """
+
+    barge_in_min_ms: Annotated[float, msgspec.Meta(ge=0)] = 250.0
+    smart_end_of_turn: bool = True
+    fast_end_ms: Annotated[float, msgspec.Meta(gt=0)] = 150.0
+    incomplete_hold_ms: Annotated[float, msgspec.Meta(gt=0)] = 800.0
+    dead_air_ms: Annotated[float, msgspec.Meta(gt=0)] = 1200.0
+    filler: str = "One moment."
+    apology: str = "Sorry, I'm having trouble right now. Could you say that again?"
+    resume: str = "Sorry about that. Where were we?"  # said by a restarted call actor
+    max_tool_rounds: Annotated[int, msgspec.Meta(ge=1, le=10)] = 4
+    v: int = 1
+
+
+class WebhookTool(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A tenant tool the agent may call: an HTTP POST of the arguments, JSON back to the brain.
+
+    The body is `{"tool", "arguments", "call": {"id", "tenant_id", "agent_id", "caller",
+    "callee"}}`; `token`, if set, goes in `Authorization: Bearer`. No answer within
+    `timeout_seconds` gives the brain `{"ok": false, "error": "timeout"}`.
+    """
+
+    name: ToolName
+    description: str
+    url: WebhookUrl
+    parameters: dict[str, Any] = msgspec.field(
+        default_factory=lambda: {"type": "object", "properties": {}})
+    timeout_seconds: Seconds = 4.0
+    token: Secret | None = None
+    v: int = 1
+
+
 class AgentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     id: Id
     name: str = ""
     brain: Brain = "echo"
-    greeting: str = ""          # text, spoken by TTS brains
+    greeting: str = ""          # text, spoken by TTS brains (flow: default the script's)
     greeting_audio: str = ""    # a WAV (PCM16 mono) the echo brain plays; absolute once loaded
     language: str = "en"
     vad: VadSettings = VadSettings()
+    flow: str = ""              # brain flow: the script (YAML); absolute once loaded
+    prompt: str = ""            # brain llm: the system prompt
+    providers: FailoverOrder = FailoverOrder()  # empty kinds: the node's defaults
+    turn: TurnSettings = TurnSettings()
+    tools: list[WebhookTool] = []
+    builtin_tools: list[BuiltinTool] = msgspec.field(
+        default_factory=lambda: ["hang_up", "transfer", "send_dtmf"])
+    transfer_targets: list[str] = []  # where `transfer` may send calls (flow: + the script's)
     max_call_seconds: Seconds = 3600.0
     rtp_inactivity_seconds: Seconds = 30.0
     v: int = 1

@@ -8,7 +8,8 @@ same file. A bad file raises `TenantsFileError`, whose text starts with `file:li
 - schema errors (msgspec, e.g. `$.tenants[0].limits.max_concurrent_calls`) are mapped back to
   the YAML node at that path, found in the composed node tree;
 - cross-field rules (unique ids, a number's agent exists, a number belongs to one tenant only,
-  the brain is available, the greeting WAV exists) name every place involved.
+  the brain is available, the greeting WAV and the flow script exist, a `flow` agent names
+  its script, an `llm` agent its models, tool names are unique) name every place involved.
 
 Error texts quote paths and line numbers, never the values: a number is a phone number.
 """
@@ -87,7 +88,8 @@ def load_tenants(path: str | Path, *, brains: Collection[str] | None = None
 
 def parse_tenants(text: str, *, source: str = "<tenants>", base_dir: Path | None = None,
                   brains: Collection[str] | None = None) -> list[TenantConfig]:
-    """Validate the YAML text; relative `greeting_audio` paths resolve against `base_dir`."""
+    """Validate the YAML text; relative `greeting_audio` and `flow` paths resolve against
+    `base_dir`."""
     root = _compose(text, source)
     if root is None:
         raise TenantsFileError(source, 1, 1, "the file is empty: declare `tenants:` "
@@ -227,7 +229,9 @@ def _check_rules(parsed: TenantsFile, root: yaml.Node, source: str, base_dir: Pa
             if brains is not None and agent.brain not in brains:
                 raise _at(root, source, f"{apath}.brain", f"brain `{agent.brain}` is not "
                           f"available on this node (available: {', '.join(sorted(brains))})")
-            agents.append(_resolve_audio(agent, root, source, apath, base_dir))
+            _check_tools(agent, root, source, apath)
+            agent = _resolve_audio(agent, root, source, apath, base_dir)
+            agents.append(_resolve_flow(agent, root, source, apath, base_dir))
         for n, route in enumerate(tenant.numbers):
             npath = f"{here}.numbers[{n}]"
             if route.agent not in agent_at:
@@ -254,3 +258,31 @@ def _resolve_audio(agent: AgentConfig, root: yaml.Node, source: str, apath: str,
         raise _at(root, source, f"{apath}.greeting_audio", "the greeting WAV does not exist "
                   "(a relative path is read from the tenants file's folder)")
     return msgspec.structs.replace(agent, greeting_audio=str(audio.resolve()))
+
+
+def _resolve_flow(agent: AgentConfig, root: yaml.Node, source: str, apath: str,
+                  base_dir: Path | None) -> AgentConfig:
+    if not agent.flow:
+        if agent.brain == "flow":
+            raise _at(root, source, f"{apath}.brain", "brain `flow` needs the agent's `flow` "
+                      "script (e.g. flow: flows/demo.yaml)")
+        return agent
+    flow = Path(agent.flow)
+    if not flow.is_absolute() and base_dir is not None:
+        flow = base_dir / flow
+    if not flow.is_file():
+        raise _at(root, source, f"{apath}.flow", "the flow script does not exist (a relative "
+                  "path is read from the tenants file's folder)")
+    return msgspec.structs.replace(agent, flow=str(flow.resolve()))
+
+
+def _check_tools(agent: AgentConfig, root: yaml.Node, source: str, apath: str) -> None:
+    if agent.brain == "llm" and not agent.providers.llm:
+        raise _at(root, source, f"{apath}.brain", "brain `llm` needs the language models to "
+                  "use: `providers: {llm: [name, ...]}` (names the node's providers know)")
+    seen: set[str] = set(agent.builtin_tools)
+    for t, tool in enumerate(agent.tools):
+        if tool.name in seen:
+            raise _at(root, source, f"{apath}.tools[{t}].name", f"tool name `{tool.name}` is "
+                      "already used by a built-in tool or another tool of this agent")
+        seen.add(tool.name)

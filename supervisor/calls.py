@@ -5,11 +5,15 @@ A gateway that admitted a call and registered its media leg asks this supervisor
 the media. It has a kind of its own ("calls"): the runtime keeps one accepted-message set per
 kind, and plain supervisors do not take `StartCall`.
 
-Call actors are temporary children: a crash ends the call (the actor hangs up and releases the
-quota on its way out) and is not restarted; temporary children never count towards the
-restart intensity, so no number of failed calls makes the supervisor give up. Starting is
-quick (the actor answers the leg from its own task), so one supervisor serves every call
-setup of the node without queueing them behind each other.
+Call actors are transient children with a restart intensity of their own: a call actor that
+crashed is restarted when it says it can resume (`CallActor.resumable`: it kept the call up,
+its state is saved, it has crashed fewer than `MAX_CALL_RESTARTS` times), and the new
+incarnation resumes the conversation on the same media leg; otherwise (and after a normal
+exit) it is not restarted: it already ended the call, hung up and released the quota on its
+way out. Calls never count towards this supervisor's own intensity, so no number of failing
+calls makes it give up and take the node's other calls down with it. Starting is quick (the
+actor answers the leg from its own task), so one supervisor serves every call setup of the
+node without queueing them behind each other.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from __future__ import annotations
 from typing import Any
 
 from switchboard.actors.call import CallActor, CallServices
+from switchboard.actors.cell import Decision, Directive
 from switchboard.actors.errors import Refusal
+from switchboard.actors.metrics import ACTOR_RESTARTS
 from switchboard.protocols.call import CALL_KIND, CALLS_ID, CALLS_KIND, CallSpawned, StartCall
 from switchboard.protocols.subjects import check_token
 from switchboard.protocols.supervision import WhichChildren
 from switchboard.supervisor.spec import ChildSpec, Restart
-from switchboard.supervisor.supervisor import Supervisor, SupervisorParent
+from switchboard.supervisor.supervisor import Supervisor, SupervisorParent, _ChildExited
 
 
 class CallsSupervisor(Supervisor):
@@ -30,7 +36,7 @@ class CallsSupervisor(Supervisor):
     accepts = StartCall | WhichChildren
 
     def __init__(self, services: CallServices) -> None:
-        super().__init__(dynamic_restart=Restart.TEMPORARY)
+        super().__init__(dynamic_restart=Restart.TRANSIENT)
         self.services = services
 
     @classmethod
@@ -42,7 +48,26 @@ class CallsSupervisor(Supervisor):
     async def receive(self, message: Any) -> Any:
         if isinstance(message, StartCall):
             return await self._start_call(message)
+        if isinstance(message, _ChildExited) and message.cell.ref.kind == CALL_KIND:
+            self._call_exited(message)
+            return None
         return await super().receive(message)
+
+    def _call_exited(self, exited: _ChildExited) -> None:
+        instance = exited.cell.instance
+        resume = (exited.reason is not None and isinstance(instance, CallActor)
+                  and instance.resumable)
+        if resume:
+            ACTOR_RESTARTS.labels(CALL_KIND).inc()
+            decision = Decision(Directive.RESTART, self.backoff.delay(exited.cell.restarts + 1))
+        else:
+            for child in self.children:
+                if child.cell is exited.cell:
+                    self.children.remove(child)
+                    break
+            decision = Decision(Directive.STOP)
+        if not exited.decision.done():
+            exited.decision.set_result(decision)
 
     async def _start_call(self, start: StartCall) -> CallSpawned:
         system = self.context.system

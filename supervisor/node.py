@@ -12,19 +12,23 @@ restarts it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from switchboard.actors import ActorCell, ActorSystem, Decision, Directive
+from switchboard.actors.agent import AgentFactory
 from switchboard.actors.call import CallServices
 from switchboard.actors.echo_agent import EchoBrain
 from switchboard.actors.media_registry import MediaLegRegistry
 from switchboard.actors.membership import Membership
+from switchboard.actors.pool import ProviderPool
 from switchboard.actors.tenant import TenantActor
 from switchboard.actors.transport_nats import NatsTransport
 from switchboard.actors.virtual import VirtualActor, VirtualHost
@@ -35,6 +39,7 @@ from switchboard.protocols.events import (
     CALL_EVENTS_STREAM,
     CALL_EVENTS_SUBJECTS,
 )
+from switchboard.protocols.pools import PoolLimits
 from switchboard.protocols.subjects import (
     LEASE_TTL,
     LEASES_BUCKET,
@@ -44,12 +49,14 @@ from switchboard.protocols.subjects import (
     STATE_OBJECTS,
 )
 from switchboard.protocols.tenants import TenantDirectory
-from switchboard.providers.vad.webrtc import WebRtcVad
+from switchboard.providers.base import Vad
 from switchboard.storage.events import JetStreamEvents, open_stream
 from switchboard.storage.jetstream import open_kv, open_objects
 from switchboard.storage.tenants_file import StaticTenantDirectory, load_tenants
+from switchboard.supervisor import brains as conversation
 from switchboard.supervisor.calls import CallsSupervisor
 from switchboard.supervisor.heartbeat import Heartbeat
+from switchboard.supervisor.media_probe import MediaProbe
 from switchboard.supervisor.spec import ChildSpec, Restart, RestartIntensity
 from switchboard.supervisor.supervisor import Supervisor, SupervisorParent
 
@@ -76,6 +83,7 @@ class NodeConfig:
     virtual_kinds: list[type[VirtualActor]] = field(default_factory=list)
     children: list[ChildSpec] = field(default_factory=list)
     tenants_file: Path | None = None
+    warm_up_models: bool = True  # load Whisper and Piper in the background at start
     web: WebConfig | None = None  # the web gateway (page, widget, WebRTC); None: not served
 
 
@@ -92,16 +100,21 @@ class Node:
         self.membership: Membership | None = None
         self.heartbeat: Heartbeat | None = None
         self.web: WebGateway | None = None
+        self.media_probe: MediaProbe | None = None  # SWITCHBOARD_MEDIA_PROBE: bench timing
         # What the gateways use: the media legs of this node's calls, and the tenants.
         self.legs = MediaLegRegistry()
         self.directory: TenantDirectory = StaticTenantDirectory([])
-        # The agent brains this node can run (issue 4 adds the flow and LLM brains).
-        self.brains: dict[str, EchoBrain] = {"echo": EchoBrain()}
+        # The agent brains this node can run (echo now; flow and llm once started).
+        self.brains: dict[str, AgentFactory] = {"echo": EchoBrain()}
+        self.conversations: conversation.Conversations | None = None
 
     async def start(self) -> None:
         cfg = self.config
+        flows = None
         if cfg.tenants_file is not None:  # a bad file fails here, before anything connects
-            self.directory = load_tenants(cfg.tenants_file, brains=set(self.brains))
+            directory = load_tenants(cfg.tenants_file, brains=set(conversation.BRAINS))
+            flows = conversation.load_flows(directory.tenants())
+            self.directory = directory
         self.transport = await NatsTransport.connect(cfg.nats_urls,
                                                      name=f"switchboard-node-{cfg.node_id}")
         js = self.transport.nc.jetstream()
@@ -123,9 +136,10 @@ class Node:
             id="virtual", actor=Supervisor, expose=False,
             factory=lambda: Supervisor(dynamic_restart=Restart.TRANSIENT,
                                        intensity=RestartIntensity(50, 10.0)))
+        call_vad = await self._start_conversations(system, flows)
         services = CallServices(legs=self.legs, directory=self.directory,
                                 events=JetStreamEvents(js), brains=self.brains,
-                                vad=lambda rate: WebRtcVad(rate))
+                                vad=call_vad, states=states)  # calls resume from `states`
         root_specs = [virtual_spec, CallsSupervisor.spec(services), *cfg.children]
         await system.spawn(Supervisor, "root", parent=self, expose=False,
                            factory=lambda: Supervisor(root_specs))
@@ -136,6 +150,7 @@ class Node:
                                 membership=self.membership, lease_ttl=cfg.lease_ttl,
                                 supervisor=SupervisorParent(virtual_cell))
         self.host.register(TenantActor.bind(self.directory))
+        self.host.register(ProviderPool.bind(default=PoolLimits(max_concurrent=cfg.capacity)))
         for kind in cfg.virtual_kinds:
             self.host.register(kind)
         await self.host.start()
@@ -143,11 +158,32 @@ class Node:
         await self.heartbeat.beat()
         await self.membership.refresh()
         system.tasks.spawn(self.heartbeat.run(), name="heartbeat")
+        # What exists now (modules, configs, models) lives as long as the node: frozen out of
+        # the collector's sight, a full collection takes a few ms instead of ~60 ms that would
+        # hold up every call's 20 ms audio frames (bench/sip_media.py measures both).
+        gc.collect()
+        gc.freeze()
+        self.media_probe = MediaProbe.from_environment(self.brains)  # off unless the env asks
         if cfg.web is not None:  # last: a call may arrive as soon as it listens
             self.web = WebGateway(CallStarter(system, self.legs, self.directory), cfg.web)
             await self.web.start()
         log.info("node %s up in region %s (NATS %s)", cfg.node_id, cfg.region,
                  ",".join(cfg.nats_urls))
+
+    # -- the conversation brains, providers and pools (supervisor/brains.py) --------------
+
+    async def _start_conversations(self, system: ActorSystem,
+                                   flows: conversation.FlowLibrary | None
+                                   ) -> Callable[[int], Vad]:
+        """Build the flow and llm brains; models load in the background (fast start)."""
+        call_vad = await conversation.load_call_vad()
+        registry = conversation.embedded_registry(call_vad)
+        self.conversations = conversation.build_brains(system, registry,
+                                                       flows or conversation.FlowLibrary())
+        self.brains.update(self.conversations.brains)
+        if self.config.warm_up_models:
+            system.tasks.spawn(conversation.warm_up(registry), name="warm-up-models")
+        return call_vad
 
     def info(self) -> NodeInfo:
         actors = len(self.system.local_actors()) if self.system else 0
@@ -201,5 +237,9 @@ class Node:
             await self.heartbeat.withdraw(self.config.node_id)
         if self.system is not None:
             await self.system.shutdown(timeout)
+        if self.conversations is not None:
+            await self.conversations.aclose()
+        if self.media_probe is not None:
+            self.media_probe.close()
         if self.transport is not None:
             await self.transport.close()

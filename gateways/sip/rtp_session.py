@@ -1,10 +1,11 @@
 """One call's RTP media over UDP: paced sending, jitter-buffered receiving, DTMF, NAT latching.
 
-Sending: a task owned by the session wakes at absolute 20 ms deadlines of the loop's monotonic
-clock (`loop.call_at`), so scheduling error never accumulates, and sends exactly one packet per
-slot: queued agent audio, else a DTMF packet, else encoded silence (the far end hears a live
-line, and NATs keep their mapping). The RTP timestamp advances by one frame per slot even when
-the loop stalled and slots were skipped, so the far end's clock stays true (RFC 3550 §5.1).
+Sending: the loop's `FrameClock` (frame_clock.py: one 20 ms clock for every session of the
+loop, at absolute deadlines, so scheduling error never accumulates) calls the session once per
+slot, and it sends exactly one packet: queued agent audio, else a DTMF packet, else encoded
+silence (the far end hears a live line, and NATs keep their mapping). The RTP timestamp
+advances by one frame per slot even when the loop stalled and slots were skipped, so the far
+end's clock stays true (RFC 3550 §5.1).
 
 Receiving: each datagram is parsed, checked against the negotiated payload types, ordered by
 `JitterBuffer`, decoded and handed to `on_audio(pcm, at, concealed)` at once, in the datagram
@@ -30,6 +31,7 @@ import ipaddress
 import secrets
 import socket
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,15 +41,16 @@ import numpy as np
 from switchboard.gateways.sip.codecs import AudioDecoder, AudioEncoder, Pcm
 from switchboard.gateways.sip.dtmf import DtmfDigit, DtmfReceiver, DtmfSender
 from switchboard.gateways.sip.errors import RtpParseError
+from switchboard.gateways.sip.frame_clock import FRAME_SECONDS, FrameClock
 from switchboard.gateways.sip.jitterbuffer import JitterBuffer, JitterBufferStatistics, JitterFrame
 from switchboard.gateways.sip.rtp import RtpPacket, Unwrapper
 from switchboard.gateways.sip.sdp import NegotiatedAudio
 
 __all__ = ["RtpSession", "RtpSessionStatistics", "SendQueueFull"]
 
-FRAME_SECONDS = 0.02
 COMFORT_NOISE_PT = 13  # RFC 3389; we skip its sequence numbers and play nothing
 _HEADER = struct.Struct("!BBHII")
+_AFTER_FIRST = struct.Struct("!BHII")  # the fixed header after its first octet
 
 Address = tuple[str, int]
 
@@ -121,13 +124,14 @@ class RtpSession:
         self._dtmf_out: deque[RtpPacket] = deque()
         self._pending_digits: deque[tuple[str, int]] = deque()
         self._transport: asyncio.DatagramTransport | None = None
-        self._pacer: asyncio.Task[None] | None = None
+        self._clock: FrameClock | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._rx_ssrc: int | None = None
         self._rx_samples = self._samples
         self._latched = False
         self._last_rx = 0.0
+        self._time: Callable[[], float] = time.monotonic  # the loop's clock once open
         self._inactive_reported = False
         self._first_packet = True
         self._icmp_errors = 0
@@ -151,15 +155,17 @@ class RtpSession:
         self._latched = False
 
     async def open(self, host: str = "0.0.0.0", port: int = 0) -> None:
-        """Bind the UDP socket and start the 20 ms pacer."""
+        """Bind the UDP socket and start sending on the loop's 20 ms frame clock."""
         loop = asyncio.get_running_loop()
         await self._resolve_remote()
         self._transport, _ = await loop.create_datagram_endpoint(
             lambda: _Protocol(self), local_addr=(host, port)
         )
+        self._time = loop.time
         self._last_rx = loop.time()
         self._stopped = loop.create_future()
-        self._pacer = asyncio.create_task(self._pace(), name="rtp-pacer")  # owned: see aclose
+        self._clock = FrameClock.current()
+        self._clock.add(self)  # removed by aclose() or _fail()
 
     async def update(self, media: NegotiatedAudio) -> None:
         """Apply a re-negotiation (re-INVITE: hold, resume, new codec or address)."""
@@ -218,6 +224,12 @@ class RtpSession:
         if len(pcm) % self._samples:
             self._partial = pcm[whole * self._samples :]
 
+    @property
+    def queued_seconds(self) -> float:
+        """Agent audio queued and not yet sent, in seconds (O(1): read on every frame)."""
+        partial = len(self._partial) if self._partial is not None else 0
+        return (len(self._queue) * self._samples + partial) / self.pcm_rate
+
     def clear_audio(self) -> int:
         """Drop all queued audio (barge-in); returns the number of frames dropped."""
         dropped = len(self._queue) + (self._partial is not None)
@@ -234,31 +246,18 @@ class RtpSession:
                 raise ValueError("not a DTMF key: expected one of 0-9 * # A-D !")
             self._pending_digits.append((digit, duration_ms))
 
-    async def _pace(self) -> None:
-        loop = asyncio.get_running_loop()
-        # A random phase within the first slot: calls started together (a load test, a
-        # burst of INVITEs) do not all wake in the same millisecond and make each other late.
-        deadline = loop.time() + secrets.randbelow(int(FRAME_SECONDS * 1e6)) / 1e6
-        while self._error is None:
-            now = loop.time()
-            behind = now - deadline
-            if behind > 5 * FRAME_SECONDS:
-                # The loop stalled: skip the lost slots but keep the media clock true.
-                skipped = int(behind / FRAME_SECONDS)
-                self._timestamp = (self._timestamp + skipped * self._step) & 0xFFFFFFFF
-                self._counts["skipped"] += skipped
-                deadline += skipped * FRAME_SECONDS
-            elif behind > 0.005:
-                self._counts["late"] += 1
-            self._housekeeping(now)
+    def _on_slot(self, now: float, late: bool) -> None:
+        """The frame clock's call, once per 20 ms slot (see frame_clock.Paced)."""
+        if late:
+            self._counts["late"] += 1
+        self._housekeeping(now)
+        if self._error is None:  # a callback of the housekeeping may have failed the session
             self._send_slot()
-            deadline += FRAME_SECONDS
-            wake = loop.create_future()
-            handle = loop.call_at(deadline, wake.set_result, None)
-            try:
-                await wake
-            finally:
-                handle.cancel()
+
+    def _skip_slots(self, slots: int) -> None:
+        """The loop stalled: `slots` slots went unsent; keep the media clock true."""
+        self._timestamp = (self._timestamp + slots * self._step) & 0xFFFFFFFF
+        self._counts["skipped"] += slots
 
     def _send_slot(self) -> None:
         transport, remote = self._transport, self._remote
@@ -323,38 +322,46 @@ class RtpSession:
     def _on_datagram(self, data: bytes, source: tuple[str | Any, int]) -> None:
         if self._error is not None:
             return
-        addr = (str(source[0]), int(source[1]))  # IPv6 sources are 4-tuples
-        try:
-            packet = RtpPacket.parse(data)
-        except RtpParseError:
-            self._counts["malformed"] += 1
-            return
+        if len(data) > _HEADER.size and data[0] == 0x80:
+            # The usual packet (version 2, no padding, extension or CSRCs): read the header
+            # in place; 50 times a second per call, this skips building an RtpPacket.
+            second, seq, timestamp, ssrc = _AFTER_FIRST.unpack_from(data, 1)
+            pt, marker, payload = second & 0x7F, second > 0x7F, data[_HEADER.size :]
+        else:
+            try:
+                packet = RtpPacket.parse(data)
+            except RtpParseError:
+                self._counts["malformed"] += 1
+                return
+            pt, marker, payload = packet.payload_type, packet.marker, packet.payload
+            seq, timestamp, ssrc = packet.sequence_number, packet.timestamp, packet.ssrc
         media = self.media
-        pt = packet.payload_type
         if pt != media.payload_type and pt != media.dtmf_payload_type and pt != COMFORT_NOISE_PT:
             self._counts["pt"] += 1
             return
-        now = asyncio.get_running_loop().time()
-        if addr != self._remote or not self._latched:
-            if self._latched and now - self._last_rx < self.relatch_after:
-                self._counts["foreign"] += 1
-                return
-            self._remote, self._latched = addr, True  # RFC 4961 symmetric RTP: latch
+        now = self._time()
+        if source != self._remote or not self._latched:
+            addr = (str(source[0]), int(source[1]))  # IPv6 sources are 4-tuples
+            if addr != self._remote or not self._latched:
+                if self._latched and now - self._last_rx < self.relatch_after:
+                    self._counts["foreign"] += 1
+                    return
+                self._remote, self._latched = addr, True  # RFC 4961 symmetric RTP: latch
         self._counts["received"] += 1
         self._last_rx = now
         self._inactive_reported = False
-        if packet.ssrc != self._rx_ssrc:
+        if ssrc != self._rx_ssrc:
             for frame in self._jitter.drain():
                 self._deliver(frame)
             self._jitter.reset()
             self._unwrapper.reset()
             self._rx_clock.reset()
             self._rx_base = None  # the new source's clock continues where the old one ended
-            self._rx_ssrc = packet.ssrc
-        sequence = self._unwrapper.unwrap(packet.sequence_number)
+            self._rx_ssrc = ssrc
+        sequence = self._unwrapper.unwrap(seq)
         if pt == media.payload_type:
-            if packet.payload:
-                self._jitter.put(sequence, packet.timestamp, packet.payload, packet.marker)
+            if payload:
+                self._jitter.put(sequence, timestamp, payload, marker)
             else:
                 self._jitter.skip(sequence)
             while (frame := self._jitter.pop()) is not None:
@@ -363,7 +370,7 @@ class RtpSession:
         self._jitter.skip(sequence)
         if pt == media.dtmf_payload_type:
             try:
-                digits = self._dtmf_rx.feed(packet.timestamp, packet.payload, now, packet.marker)
+                digits = self._dtmf_rx.feed(timestamp, payload, now, marker)
             except RtpParseError:
                 self._counts["malformed"] += 1
                 return
@@ -405,8 +412,8 @@ class RtpSession:
         self._error = exc
         if self._transport is not None:
             self._transport.close()
-        if self._pacer is not None and self._pacer is not asyncio.current_task():
-            self._pacer.cancel()
+        if self._clock is not None:
+            self._clock.remove(self)
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_exception(exc)
 
@@ -419,18 +426,11 @@ class RtpSession:
         await asyncio.shield(self._stopped)
 
     async def aclose(self) -> None:
-        """Stop the pacer and close the socket; re-raises a callback's exception, if any."""
+        """Stop sending and close the socket; re-raises a callback's exception, if any."""
         if self._transport is not None:
             self._transport.close()
-        pacer, self._pacer = self._pacer, None
-        if pacer is not None:
-            pacer.cancel()
-            try:
-                await pacer
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # we are being cancelled ourselves: honour it
+        if self._clock is not None:
+            self._clock.remove(self)
         stopped = self._stopped
         if stopped is not None and not stopped.done():
             stopped.set_result(None)

@@ -40,15 +40,36 @@ def error_of(text: str, **kwargs: object) -> TenantsFileError:
 
 
 def test_the_example_file_declares_the_demo_tenant_agent_and_number() -> None:
-    directory = load_tenants(EXAMPLE, brains={"echo"})
+    directory = load_tenants(EXAMPLE, brains={"echo", "flow"})
     route = directory.route("+15550100")
     assert route is not None and (route.tenant_id, route.agent_id) == ("demo", "demo")
     tenant = directory.tenant("demo")
     assert tenant is not None
     agent = tenant.agent("demo")
-    assert agent is not None and agent.brain == "echo" and agent.greeting
-    assert Path(agent.greeting_audio).is_file()  # resolved against the file's folder
+    assert agent is not None and agent.brain == "flow"
+    assert Path(agent.flow).is_file()  # resolved against the file's folder
+    assert agent.providers.stt == ["whisper"] and agent.providers.tts[0] == "piper"
+    echo_route = directory.route("+15550101")
+    assert echo_route is not None and echo_route.agent_id == "echo"
+    echo = tenant.agent("echo")
+    assert echo is not None and echo.brain == "echo" and echo.greeting
+    assert Path(echo.greeting_audio).is_file()
     assert tenant.limits.max_concurrent_calls > 0 and tenant.limits.calls_per_minute > 0
+
+
+def test_a_flow_agent_needs_an_existing_script(tmp_path: Path) -> None:
+    text = "tenants:\n  - id: acme\n    agents:\n      - id: bot\n        brain: flow\n"
+    assert error_of(text).line == 5
+    missing = text + "        flow: nowhere.yaml\n"
+    error = error_of(missing, base_dir=tmp_path)
+    assert error.line == 6 and "flow script does not exist" in str(error)
+
+
+def test_tool_names_must_not_repeat() -> None:
+    text = ("tenants:\n  - id: acme\n    agents:\n      - id: bot\n        tools:\n"
+            "          - {name: transfer, description: d, url: 'http://x/y'}\n")
+    error = error_of(text)
+    assert error.line == 6 and "already used" in str(error)
 
 
 def test_numbers_route_in_any_common_spelling() -> None:
@@ -152,3 +173,10 @@ def test_an_empty_or_unreadable_file_says_so(tmp_path: Path) -> None:
     assert error_of("").line == 1
     with pytest.raises(TenantsFileError, match="cannot read"):
         load_tenants(tmp_path / "absent.yaml")
+
+
+def test_an_llm_agent_must_name_its_models() -> None:
+    text = "tenants:\n  - id: acme\n    agents:\n      - id: bot\n        brain: llm\n"
+    error = error_of(text)
+    assert error.line == 5 and "providers" in str(error)
+    assert parse_tenants(text + "        providers: {llm: [openai]}\n")[0].agents[0].brain == "llm"
