@@ -1,9 +1,11 @@
-"""The `switchboard` command line: `up`, `node`, `status`.
+"""The `switchboard` command line.
 
     switchboard up                       NATS (embedded) + one node, on this machine
     switchboard node --nats URL[,URL]    join an existing cluster as one more node
     switchboard status [--nats URL]      nodes, regions, load and active actors
     switchboard token --tenant T --agent A   a short-lived call token for the web widget
+    switchboard call --tenant T --agent A --target sip:...   an outbound call by an agent
+    switchboard dial sip:... --play q.wav --record a.wav     a test caller with a timeline
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+from switchboard.supervisor.sip_cli import (
+    add_call_parser,
+    add_dial_parser,
+    add_sip_options,
+    run_call,
+    run_dial,
+    sip_config_from_args,
+)
 
 from switchboard import __version__
 
@@ -85,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--tenants", default=None, metavar="FILE",
                         help="tenants, numbers and agents (format: configs/tenants.example.yaml;"
                              " `up` defaults to that demo file)")
+        add_sip_options(sp)
         web = sp.add_argument_group("web gateway (browser calls over WebRTC; docs/web.md)")
         web.add_argument("--web-host", default="127.0.0.1",
                          help="address of the page and API (default 127.0.0.1; any other "
@@ -133,6 +144,8 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--tenants", default=None, metavar="FILE",
                      help="the tenants file (default: the bundled demo file)")
 
+    add_call_parser(sub)
+    add_dial_parser(sub)
     st = sub.add_parser("status", help="list nodes, regions, load and active actors",
                         description="Read the membership and lease buckets and print them.")
     st.add_argument("--nats", default=None,
@@ -155,25 +168,37 @@ def main(argv: list[str] | None = None) -> int:
         return int(runner(_status(args)))
     if args.command == "token":
         return _token(args)
+    if args.command == "call":
+        return int(runner(run_call(args, _default_nats())))
+    if args.command == "dial":
+        return int(runner(run_dial(args)))
     if args.command == "up":
         return int(runner(_up(args)))
     return int(runner(_run_node(args, args.nats.split(","))))
 
 
 async def _run_node(args: argparse.Namespace, urls: list[str]) -> int:
+    from switchboard.gateways.sip.gateway import SipListenError
     from switchboard.gateways.webrtc import ListenError
+    from switchboard.storage.sip_file import SipConfigError
+    from switchboard.supervisor.edges import sip_banner
     from switchboard.supervisor.node import Node, NodeConfig, default_node_id
 
+    try:
+        sip = sip_config_from_args(args, args.command)
+    except SipConfigError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
     cfg = NodeConfig(nats_urls=urls, node_id=args.node_id or default_node_id(),
                      region=args.region, capacity=args.capacity, replicas=args.replicas,
                      virtual_kinds=_load_kinds(args.kinds),
                      tenants_file=Path(args.tenants) if args.tenants else None,
-                     web=_web_config(args))
+                     web=_web_config(args), sip=sip)
     node = Node(cfg)
     try:
         async with asyncio.timeout(20):  # reconnects are forever once up; the first try is not
             await node.start()
-    except ListenError as exc:  # an OSError too: before the NATS message below
+    except (ListenError, SipListenError) as exc:  # an OSError too: before the NATS message below
         print(f"switchboard: {exc}", file=sys.stderr)
         await node.drain()
         return 2
@@ -201,6 +226,8 @@ async def _run_node(args: argparse.Namespace, urls: list[str]) -> int:
         demo = " (demo mode: no token needed from this machine)" if cfg.web and \
             cfg.web.demo_mode else ""
         print(f"switchboard: talk to an agent at {node.web.url}{demo}", flush=True)
+    if node.sip is not None:
+        print(sip_banner(node.sip, node.directory), flush=True)
     code = await node.wait()
     await node.drain()
     print(f"switchboard: node {cfg.node_id} stopped", flush=True)

@@ -32,6 +32,7 @@ from switchboard.actors.pool import ProviderPool
 from switchboard.actors.tenant import TenantActor
 from switchboard.actors.transport_nats import NatsTransport
 from switchboard.actors.virtual import VirtualActor, VirtualHost
+from switchboard.gateways.sip.gateway import SipGateway
 from switchboard.gateways.webrtc import CallStarter, WebConfig, WebGateway
 from switchboard.protocols import NodeInfo
 from switchboard.protocols.events import (
@@ -40,6 +41,7 @@ from switchboard.protocols.events import (
     CALL_EVENTS_SUBJECTS,
 )
 from switchboard.protocols.pools import PoolLimits
+from switchboard.protocols.sip_config import SipConfig
 from switchboard.protocols.subjects import (
     LEASE_TTL,
     LEASES_BUCKET,
@@ -55,6 +57,7 @@ from switchboard.storage.jetstream import open_kv, open_objects
 from switchboard.storage.tenants_file import StaticTenantDirectory, load_tenants
 from switchboard.supervisor import brains as conversation
 from switchboard.supervisor.calls import CallsSupervisor
+from switchboard.supervisor.edges import start_sip_gateway
 from switchboard.supervisor.heartbeat import Heartbeat
 from switchboard.supervisor.media_probe import MediaProbe
 from switchboard.supervisor.spec import ChildSpec, Restart, RestartIntensity
@@ -85,6 +88,7 @@ class NodeConfig:
     tenants_file: Path | None = None
     warm_up_models: bool = True  # load Whisper and Piper in the background at start
     web: WebConfig | None = None  # the web gateway (page, widget, WebRTC); None: not served
+    sip: SipConfig | None = None  # the SIP gateway (supervisor/edges.py); None: not served
 
 
 class Node:
@@ -100,6 +104,7 @@ class Node:
         self.membership: Membership | None = None
         self.heartbeat: Heartbeat | None = None
         self.web: WebGateway | None = None
+        self.sip: SipGateway | None = None
         self.media_probe: MediaProbe | None = None  # SWITCHBOARD_MEDIA_PROBE: bench timing
         # What the gateways use: the media legs of this node's calls, and the tenants.
         self.legs = MediaLegRegistry()
@@ -167,6 +172,8 @@ class Node:
         if cfg.web is not None:  # last: a call may arrive as soon as it listens
             self.web = WebGateway(CallStarter(system, self.legs, self.directory), cfg.web)
             await self.web.start()
+        if cfg.sip is not None:  # also last; it hosts this node's `trunk` actors
+            self.sip = await start_sip_gateway(self, cfg.sip)
         log.info("node %s up in region %s (NATS %s)", cfg.node_id, cfg.region,
                  ",".join(cfg.nats_urls))
 
@@ -219,6 +226,8 @@ class Node:
     async def drain(self, timeout: float = 10.0) -> None:
         """Graceful stop: no new work, hand virtual actors over, stop the tree, leave."""
         self.draining = True
+        if self.sip is not None:  # first, like the web: calls end while NATS is still up
+            await self.sip.close(timeout)
         if self.web is not None:
             # First: no new web calls, and the calls up end as `shutdown` while their
             # tenants and NATS are still there to release quota and record call.ended.

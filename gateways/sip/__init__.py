@@ -20,6 +20,14 @@ Signalling (RFC 3261), on asyncio with no actors inside:
 - `useragent` (with `uas`, `uac`), `call`, `handler`, `rtp_ports`: the user agent, one
   `SipCall` per dialog, and the `CallHandler` interface the gateway glue implements.
 
+The gateway glue, between the user agent and the actors (imported from its modules only, so
+the stack above stays usable without the actor runtime):
+
+- `gateway`: `SipGateway`, the node's `CallHandler` (routing, admission, call actor start);
+- `leg`: `SipLeg`, a `SipCall` as the call actor's `MediaLeg`;
+- `starter`, `dialer`, `trunk_actor`: asking the actors, outbound calls, the `trunk` actor;
+- `settings`: a node's `SipConfig` (protocols/sip_config.py) as the user agent's config.
+
 Import from the modules (`switchboard.gateways.sip.message`); this package re-exports the
 names a gateway author needs most.
 """

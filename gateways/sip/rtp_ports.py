@@ -44,7 +44,11 @@ class RtpPortRange:
             try:
                 await session.open(self.host, port)
             except OSError as exc:
-                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                # uvloop wraps the bind error ("could not bind to local_addr") without an errno;
+                # the cause carries it.
+                cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else None
+                if {exc.errno, cause.errno if cause else None} & {errno.EADDRINUSE,
+                                                                  errno.EACCES}:
                     continue
                 raise
             return port

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from switchboard.gateways.sip.auth import DigestClient
@@ -65,7 +66,8 @@ class Uac:
     # -- outbound calls ------------------------------------------------------------------
 
     async def place_call(self, target: str, *, media: MediaOptions, trunk: str | None,
-                         caller_id: str, caller_name: str | None, timeout: float) -> SipCall:  # fmt: skip
+                         caller_id: str, caller_name: str | None, timeout: float,
+                         on_progress: Callable[[int], None] | None = None) -> SipCall:  # fmt: skip
         ua = self.ua
         trunk_cfg = ua.trunks.get(trunk) if trunk is not None else None
         if trunk is not None and trunk_cfg is None:
@@ -96,7 +98,8 @@ class Uac:
                              session_id=call.sdp_session_id, preferences=media.preferences)
         call.local_sdp = offer
         try:
-            invite, response = await self._invite(call, uri, flow, offer, trunk_cfg, timeout)
+            invite, response = await self._invite(call, uri, flow, offer, trunk_cfg, timeout,
+                                                  on_progress)  # fmt: skip
             if not 200 <= response.status < 300:
                 raise CallFailed(response.status, response.reason,
                                  retry_after=_retry_after(response))  # fmt: skip
@@ -109,7 +112,8 @@ class Uac:
         return call
 
     async def _invite(self, call: SipCall, uri: SipUri, flow: UdpFlow | StreamFlow,
-                      offer: SessionDescription, trunk: Trunk | None, timeout: float
+                      offer: SessionDescription, trunk: Trunk | None, timeout: float,
+                      on_progress: Callable[[int], None] | None = None
                       ) -> tuple[SipRequest, SipResponse]:  # fmt: skip
         ua = self.ua
         domain = (trunk.domain or trunk.proxy_host) if trunk is not None else None
@@ -132,6 +136,8 @@ class Uac:
             invite = SipRequest(method="INVITE", uri=uri, headers=headers, body=offer.encode())
             tx = self._start(invite, flow)
             tx.on_2xx = lambda response, t=tx, f=flow: self._late_2xx(call, t, response, f)
+            if on_progress is not None:
+                tx.on_provisional = lambda response: on_progress(response.status)
             response = await self._final(tx, invite, flow, timeout)
             if response.status in (401, 407) and digest is not None and auth is None:
                 auth = digest.authorize(response, "INVITE", str(uri))

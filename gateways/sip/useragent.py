@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
@@ -175,15 +175,18 @@ class UserAgent:
 
     async def place_call(self, target: str, *, media: MediaOptions, trunk: str | None = None,
                          caller_id: str = "anonymous", caller_name: str | None = None,
-                         timeout: float = 60.0) -> SipCall:  # fmt: skip
+                         timeout: float = 60.0,
+                         on_progress: Callable[[int], None] | None = None) -> SipCall:  # fmt: skip
         """Dial `target` (a number, through `trunk`; or a SIP URI) and return the answered call.
 
-        Early media is ignored. Raises `CallFailed` with the final status (486 busy, 408 no
+        Early media is ignored; `on_progress(status)` sees each provisional status (100, 180,
+        183) as it arrives. Raises `CallFailed` with the final status (486 busy, 408 no
         answer within `timeout`...), `TransportError` if the trunk cannot be reached.
         Cancelling the awaiting task sends CANCEL.
         """
         return await self.uac.place_call(target, media=media, trunk=trunk, caller_id=caller_id,
-                                         caller_name=caller_name, timeout=timeout)  # fmt: skip
+                                         caller_name=caller_name, timeout=timeout,
+                                         on_progress=on_progress)  # fmt: skip
 
     # -- tasks and registry (the CallAgent interface of SipCall) --------------------------
 
