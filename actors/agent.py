@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import msgspec
 from switchboard.protocols.audio import AudioChunk, VadEvent
 from switchboard.protocols.call import AGENT_HANGUP
+from switchboard.protocols.live import LiveEvent
 from switchboard.protocols.media import Direction
 from switchboard.protocols.tenants import AgentConfig
 
@@ -118,6 +119,11 @@ class CallControl(Protocol):
     def publish_event(self, name: str, event: msgspec.Struct, *, event_id: str) -> None:
         """Queue an event for the call's event stream (`sb.events.call.<t>.<c>.<name>`);
         `event_id` is the JetStream message id (deduplicated)."""
+        ...
+
+    def show(self, event: LiveEvent) -> None:
+        """Show a live event (transcript line, turn latency) on the caller's own screen, when
+        the leg has one (the web page, a LiveKit room); best effort, never raises."""
         ...
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from switchboard.protocols.call import AGENT_HANGUP
+from switchboard.protocols.live import LiveEvent, LiveEventSink
 from switchboard.protocols.media import MediaLeg
 
 if TYPE_CHECKING:
@@ -54,3 +55,7 @@ class LegControl:
 
     def publish_event(self, name: str, event: msgspec.Struct, *, event_id: str) -> None:
         self._actor.publish(name, event, event_id=event_id)
+
+    def show(self, event: LiveEvent) -> None:
+        if isinstance(self._leg, LiveEventSink):
+            self._leg.publish(event)

@@ -59,6 +59,7 @@ from switchboard.actors.turn_taking import (
 from switchboard.actors.turn_timing import TurnTiming
 from switchboard.protocols.audio import AudioChunk, SynthesisChunk, Transcript
 from switchboard.protocols.conversation import OpenReply
+from switchboard.protocols.live import LiveTranscript, TurnLatency
 from switchboard.protocols.media import MediaError
 from switchboard.protocols.pools import ProviderKind
 from switchboard.protocols.tenants import AgentConfig
@@ -99,6 +100,7 @@ class ConversationAgent:
         self._final_at: float | None = None
         self._final_stream_at = -1.0         # stream time when the last final arrived
         self._clock_offset = 0.0             # monotonic time minus stream time
+        self._latency_shown = -1             # the turn whose latency the caller's screen has
 
     # -- Agent --------------------------------------------------------------------------------
 
@@ -260,6 +262,8 @@ class ConversationAgent:
         merge, self.reopen, self.interrupted = self.reopen, False, False
         self.close_reply(interrupted=False)
         self.conversation.add_user(text, merge=merge)
+        self.control.show(LiveTranscript(speaker="caller", text=text,
+                                         turn=self.conversation.turn))
         now = time.monotonic()
         end = self._speech_end or self._utterance_end or now
         self._speech_end = self._utterance_end = None
@@ -300,7 +304,7 @@ class ConversationAgent:
         runner = TurnRunner(make_llm=self._make_llm, tts=self.make_tts(), speaker=self.speaker,
                             conversation=self.conversation, tools=self.tools, timing=timing,
                             max_rounds=self.settings.max_tool_rounds,
-                            on_audio=self.watchdog.heard, save=self.save, resume=resume)
+                            on_audio=self._agent_audible, save=self.save, resume=resume)
         if self.reply_since is None:
             self.reply_since = runner.first_message
             self.reply_skip = len(resume[1]) if resume else 0
@@ -332,6 +336,22 @@ class ConversationAgent:
             task.cancel()  # its LLM and TTS streams close as the cancellation unwinds them
         return runner
 
+    def _agent_audible(self) -> None:
+        """A sentence's first audio went to the leg: the watchdog hears it, and on the first
+        sentence of a turn the caller's screen gets the turn's latency."""
+        self.watchdog.heard()
+        timing = self.timing
+        if timing is None or self._latency_shown == timing.turn:
+            return
+        total = timing.ms("first_audio")
+        if total is None:
+            return
+        self._latency_shown = timing.turn
+        stages = {f"{stage}_ms": ms for stage in ("end_of_turn", "stt_final", "llm_first_token",
+                                                   "tts_first_audio")
+                  if (ms := timing.ms(stage)) is not None}
+        self.control.show(TurnLatency(turn=timing.turn, total_ms=total, stages=stages))
+
     def close_reply(self, *, interrupted: bool) -> None:
         """The agent's reply is over: transcript line, turn event and metrics."""
         since, self.reply_since = self.reply_since, None
@@ -350,6 +370,8 @@ class ConversationAgent:
                              caller=self.conversation.last_caller_text(), agent=said,
                              interrupted=interrupted, dead_air=self.dead_air)
         self.control.publish_event("turn", event, event_id=event.event_id)
+        if said:
+            self.control.show(LiveTranscript(speaker="agent", text=said, turn=timing.turn))
 
     def save(self) -> None:
         open_reply = None

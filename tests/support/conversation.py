@@ -317,10 +317,11 @@ class ConversationEnv:
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def call(self, call_id: str, *, agent: str = "flow", realtime: bool = True,
-                   sample_rate: int = RATE, **leg_options: Any) -> Any:
+                   sample_rate: int = RATE, leg_class: type[RealtimeLeg] | None = None,
+                   **leg_options: Any) -> Any:
         leg: FakeMediaLeg = (
-            RealtimeLeg(call_id, sample_rate=sample_rate, **leg_options) if realtime
-            else FakeMediaLeg(call_id, sample_rate=sample_rate, **leg_options))
+            (leg_class or RealtimeLeg)(call_id, sample_rate=sample_rate, **leg_options)
+            if realtime else FakeMediaLeg(call_id, sample_rate=sample_rate, **leg_options))
         admitted = await self.system.ref("tenant", "acme").ask(
             AdmitCall(call_id=call_id, agent_id=agent), reply_type=Admitted)
         self.legs.register(leg)

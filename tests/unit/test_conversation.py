@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 from switchboard.actors.provider_registry import ProviderRegistry
+from switchboard.protocols.live import LiveEvent, LiveTranscript, TurnLatency
 from switchboard.protocols.llm import ChatMessage, LlmToolCall, ToolCall
 from switchboard.protocols.tenants import AgentConfig
 from switchboard.providers.fakes import FakeLanguageModel, FakeSpeechToText, FakeTiming
@@ -83,6 +84,41 @@ async def test_greeting_then_a_question_is_answered_in_speech() -> None:
         leg.hang_up()
         await wait_until(lambda: env.ended("c1") != [], what="call ended")
         assert saved_state(env, "c1") is None  # the state goes with the call
+
+
+class ScreenLeg(RealtimeLeg):
+    """A leg whose caller has a screen (the web page): it records the live events."""
+
+    def __init__(self, call_id: str, **options: object) -> None:
+        super().__init__(call_id, **options)
+        self.shown: list[LiveEvent] = []
+
+    def publish(self, event: LiveEvent) -> None:
+        self.shown.append(event)
+
+
+async def test_the_callers_screen_gets_both_sides_of_the_transcript_and_the_latency() -> None:
+    registry, _ = fakes()
+    async with conversation_env(registry) as env:
+        leg = await env.call("c1", leg_class=ScreenLeg)
+        await env.greeted(leg, GREETING)
+        leg.say(speech("what are your opening hours"))
+        await env.wait_heard(leg, HOURS)
+        await wait_until(lambda: any(isinstance(e, TurnLatency) for e in leg.shown),
+                         what="the turn's latency on the screen")
+        # The agent's line is shown once its reply is over (it records what was heard):
+        # here, when the caller speaks again.
+        leg.say(speech("where are you"))
+        await wait_until(lambda: any(isinstance(e, LiveTranscript) and e.speaker == "agent"
+                                     and e.turn == 1 for e in leg.shown),
+                         timeout=10, what="the agent's words on the screen")
+        lines = [(e.speaker, e.turn, e.text) for e in leg.shown
+                 if isinstance(e, LiveTranscript)]
+        assert ("caller", 1, "what are your opening hours") in lines
+        assert any(s == "agent" and t == 1 and HOURS in text for s, t, text in lines)
+        latency = next(e for e in leg.shown if isinstance(e, TurnLatency))
+        assert latency.turn == 1 and latency.total_ms > 0 and "stt_final_ms" in latency.stages
+        leg.hang_up()
 
 
 async def test_each_turn_publishes_its_timing_with_the_words_only_under_pii() -> None:
