@@ -39,7 +39,8 @@ async def listen(transport: Transport, subject: str, *, queue: str = "") -> asyn
 
 
 async def next_message(received: asyncio.Queue) -> Inbound:
-    return await asyncio.wait_for(received.get(), 2)
+    # Generous: a loaded CI machine can be slow; a missing message still fails the test.
+    return await asyncio.wait_for(received.get(), 10)
 
 
 async def until_marker(received: asyncio.Queue, marker: str) -> list[str]:
