@@ -113,7 +113,15 @@ def decode_speech(pcm: bytes) -> list[str]:
             continue
         size = ((abs(head[4]) - 1000) // 100 << 8) + (abs(head[5]) - 1000) // 100
         body = samples[start + len(_MAGIC) + 2 : start + len(_MAGIC) + 2 + size]
-        texts.append(bytes(int((abs(code) - 1000) // 100) for code in body).decode(errors="replace"))
+        # A barcode cut short (playout cleared mid-sentence) runs into other audio: keep the
+        # bytes up to the first sample that is no barcode byte.
+        payload = bytearray()
+        for code in body:
+            value = int((abs(code) - 1000) // 100)
+            if not 0 <= value <= 255:
+                break
+            payload.append(value)
+        texts.append(payload.decode(errors="replace"))
     return texts
 
 

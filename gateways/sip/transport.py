@@ -17,6 +17,7 @@ Server names are resolved with getaddrinfo; RFC 3263 NAPTR/SRV lookups are not d
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
 from collections.abc import Callable
@@ -105,10 +106,30 @@ class SipTransport:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the listeners; with port 0, UDP picks a port and TCP binds the same one."""
+        """Bind the listeners; with port 0, UDP picks a port and TCP binds the same one (if
+        TCP finds that number taken, the pair is tried again on another port)."""
+        for attempt in range(10):
+            try:
+                await self._bind(self.config.port)
+                return
+            except OSError as exc:
+                retry = self.config.port == 0 and exc.errno == errno.EADDRINUSE and attempt < 9
+                await self._release_listeners()
+                if not retry:
+                    raise
+
+    async def _release_listeners(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        for server in self._servers.values():
+            server.close()
+        self._servers.clear()
+        self._local.clear()
+
+    async def _bind(self, port: int) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
-        port = cfg.port
         if cfg.udp:
             self._udp, _ = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self), local_addr=(cfg.host, port)
