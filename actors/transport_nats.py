@@ -103,7 +103,13 @@ class NatsTransport:
             status = 0
             if hdrs and _STATUS in hdrs:
                 status = int(hdrs[_STATUS][:3] or 0)
-            await handler(Inbound(msg.subject, msg.data, msg.reply, hdrs, status))
+            try:
+                await handler(Inbound(msg.subject, msg.data, msg.reply, hdrs, status))
+            except Exception as exc:  # noqa: BLE001 - a failing handler keeps its subscription
+                # Handled here rather than by nats-py's error callback, so the subscription's
+                # delivery task goes straight on to the next message. Type only: the message
+                # text may carry personal data.
+                log.error("handler for a subscription failed (%s)", type(exc).__name__)
 
         sub = await self.nc.subscribe(subject, queue=queue, cb=on_msg,
                                       pending_msgs_limit=1_000_000)
