@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from switchboard.gateways.sip.codecs import G722, PCMU, AudioEncoder, Codec
 from switchboard.gateways.sip.dtmf import DtmfDigit
-from switchboard.gateways.sip.rtp import RtpPacket
+from switchboard.gateways.sip.rtp import RtpExtension, RtpPacket
 from switchboard.gateways.sip.rtp_session import RtpSession
 from switchboard.gateways.sip.sdp import NegotiatedAudio
 
@@ -265,3 +265,23 @@ async def test_update_applies_a_reinvite(peer: Peer) -> None:
         count = len(peer.received)
         await asyncio.sleep(0.1)
     assert {p.payload_type for _, p, _ in peer.received[count + 1 :]} == {9}
+
+
+async def test_plain_and_extended_packets_are_received_alike(peer: Peer) -> None:
+    # The common header (no CSRCs, extension or padding) takes a fast path; the rest is parsed
+    # in full. Both must give the same audio on the same stream clock.
+    sink = Sink()
+    s = session(media(peer.port), sink, pcm_rate=8000)
+    await s.open("127.0.0.1")
+    port = s.local_address[1]
+    frame = AudioEncoder(PCMU, 8000).encode(np.full(160, 1000, np.int16))
+    async with s:
+        peer.send(RtpPacket(0, 1, 160, 7, frame, marker=True), port)
+        peer.send(RtpPacket(0, 2, 320, 7, frame, csrc=(1, 2), padding=4,
+                            extension=RtpExtension(0xBEDE, b"\0" * 4)), port)
+        peer.send(RtpPacket(0, 3, 480, 7, frame), port)
+        await asyncio.sleep(0.1)
+    assert len(sink.frames) == 3
+    assert all(np.array_equal(pcm, sink.frames[0][0]) and not concealed
+               for pcm, concealed in sink.frames)
+    assert sink.times == pytest.approx([0.0, 0.02, 0.04])
