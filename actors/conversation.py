@@ -3,6 +3,7 @@
     caller frames -> VAD (call actor) -> TurnTaker ---- barge-in: leg.clear_playout() now,
          |                                 |           turn task cancelled (LLM/TTS closed)
          +-> Listener (STT, failover) -> finals -> end of turn (smart hold) -> commit
+    keys (DTMF) -> barge-in like speech; KeypadEntry -> '#' or a pause -> commit
     commit -> TurnRunner: LLM (flow script or failover order) -> sentences -> TTS -> Speaker
     DeadAirWatchdog: an answer owed and nothing heard for 1.2 s -> filler / retry / apology
 
@@ -38,7 +39,7 @@ from switchboard.actors.conversation_services import (
     FlowModel,
 )
 from switchboard.actors.dead_air import DeadAirWatchdog
-from switchboard.actors.dialogue import Conversation
+from switchboard.actors.dialogue import Conversation, caller_texts
 from switchboard.actors.failover import (
     FailoverLanguageModel,
     FailoverSpeechToText,
@@ -53,6 +54,7 @@ from switchboard.actors.turn_taking import (
     BARGE_IN,
     ENDED,
     STARTED,
+    KeypadEntry,
     TurnTaker,
     end_of_turn_after,
 )
@@ -108,6 +110,8 @@ class ConversationAgent:
         self.call, self.control = call, control
         self.speaker = Speaker(control)
         self.taker = TurnTaker(self.settings)
+        self.keypad = KeypadEntry(self.settings)
+        self._keys_at = 0.0  # monotonic time of the latest key
         self.conversation = (Conversation.decode(call.restored_state) if call.restored_state
                              else Conversation(system_prompt=self.config.prompt))
         targets = _flow_targets(self.flow) if self.flow is not None else ()
@@ -137,11 +141,23 @@ class ConversationAgent:
             self._speech_ended(vad)
         elif decision is STARTED and self.turn is None:
             self.watchdog.settle()  # the caller has the floor: owed again once they stop
-        if self.pending and not self.taker.voiced:
+        if self.keypad.keys and self.keypad.due(self.taker.now):
+            self.commit()
+        elif self.pending and not self.taker.voiced:
             self._maybe_commit()
 
     def on_dtmf(self, digit: str) -> None:
-        """Keys are published as call events by the call actor; the brains do not use them."""
+        """A key is caller input like speech: over the agent it barges in (no minimum: a key
+        is never a backchannel); keys make one entry, committed as the caller's turn at '#'
+        or after `dtmf_timeout_ms` (checked per frame in `on_audio`)."""
+        if self.turn is not None or self.control.playout_queued > 0:
+            self._barge_in()
+        else:
+            self.watchdog.settle()  # the caller has the floor until the entry is over
+        self._keys_at = time.monotonic()
+        self.keypad.press(digit, self.taker.now)
+        if self.keypad.due(self.taker.now):
+            self.commit()
 
     async def on_end(self, reason: str) -> None:
         if not hasattr(self, "listener"):
@@ -222,7 +238,8 @@ class ConversationAgent:
         self._speech_end = self._wall(vad.event.at)
         if self._final_stream_at < vad.event.at:  # else its final came during the hangover
             self.listener.expect_final()
-        self.watchdog.owe(self._speech_end)
+        if not self.keypad.keys:  # else the answer is owed once the entry is over
+            self.watchdog.owe(self._speech_end)
 
     def _on_final(self, transcript: Transcript) -> None:
         self._final_at = time.monotonic()
@@ -235,6 +252,8 @@ class ConversationAgent:
         if not text:
             if self.pending:
                 self._maybe_commit()
+            elif self.keypad.keys:
+                return  # the caller is typing (an in-band tone?): the entry is their turn
             elif self.interrupted or self.reopen:
                 self.recovery.lost_turn()  # the interruption was noise: go on
             elif self.turn is None:
@@ -249,8 +268,8 @@ class ConversationAgent:
         self.pending = ""
 
     def _maybe_commit(self) -> None:
-        if not self.pending or self.taker.voiced:
-            return
+        if not self.pending or self.taker.voiced or self.keypad.keys:
+            return  # words said while typing go with the entry
         if self.taker.quiet_for() >= end_of_turn_after(self.pending, self.settings,
                                                         self.min_silence):
             self.commit()
@@ -259,19 +278,24 @@ class ConversationAgent:
         if self.turn is not None or self.control.playout_queued > 0:
             self._barge_in()  # words the VAD missed, over the agent: it stops for them
         text, self.pending = self.pending, ""
+        keys = self.keypad.take()
         merge, self.reopen, self.interrupted = self.reopen, False, False
         self.close_reply(interrupted=False)
-        self.conversation.add_user(text, merge=merge)
-        self.control.show(LiveTranscript(speaker="caller", text=text,
+        self.conversation.add_user(text, merge=merge, keys=keys)
+        self.control.show(LiveTranscript(speaker="caller", text=caller_texts(text, keys)[1],
                                          turn=self.conversation.turn))
         now = time.monotonic()
         end = self._speech_end or self._utterance_end or now
+        if keys:  # the caller's input ended with their last key (or words after it)
+            end = max(self._keys_at, end) if text else self._keys_at
         self._speech_end = self._utterance_end = None
         self.timing = TurnTiming(self.conversation.turn, end)
-        self.timing.mark("stt_final", self._final_at or now)
+        if text:  # a keypad entry alone has no transcript
+            self.timing.mark("stt_final", self._final_at or now)
         self.timing.mark("end_of_turn", now)
         self.dead_air = 0
-        self.watchdog.owe(end)
+        # After keys the caller expects nothing before the entry is over (the pause is theirs).
+        self.watchdog.owe(now if keys else end)
         self.save()
         self.start_turn()
 

@@ -8,6 +8,9 @@ the few edits a voice conversation needs:
   words the caller did not hear;
 - a caller turn committed too early (the caller went on before hearing any answer) is merged
   with what they said next (`add_user(..., merge=True)`);
+- keys the caller typed are a caller turn too (`add_user(..., keys="12#")`), written as
+  `protocols.conversation` says: "The caller pressed the keys: 12#" for the LLM,
+  "[keypad] 12#" in the transcript;
 - every tool call gets an answer: calls left without one by an interruption or a crash are
   answered `{"ok": false, "error": ...}` (`close_pending`), as LLM APIs require.
 
@@ -20,7 +23,12 @@ import json
 from collections.abc import Iterable, Sequence
 
 import msgspec
-from switchboard.protocols.conversation import ConversationState, TranscriptLine
+from switchboard.protocols.conversation import (
+    ConversationState,
+    TranscriptLine,
+    keypad_line,
+    keypad_message,
+)
 from switchboard.protocols.llm import ChatMessage, ToolCall
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -61,19 +69,21 @@ class Conversation:
 
     # -- the caller --------------------------------------------------------------------------
 
-    def add_user(self, text: str, *, merge: bool = False) -> None:
-        """A committed caller turn; `merge` joins it to the last caller message when no
-        answer to that one was heard."""
+    def add_user(self, text: str, *, merge: bool = False, keys: str = "") -> None:
+        """A committed caller turn: words, then the `keys` typed; `merge` joins it to the last
+        caller message when no answer to that one was heard."""
+        content, line = caller_texts(text, keys)
         messages, transcript = self.state.messages, self.state.transcript
         if merge and messages and messages[-1].role == "user":
-            joined = f"{messages[-1].content} {text}".strip()
+            joined = f"{messages[-1].content} {content}".strip()
             messages[-1] = msgspec.structs.replace(messages[-1], content=joined)
             if transcript and transcript[-1].speaker == "caller":
-                transcript[-1] = msgspec.structs.replace(transcript[-1], text=joined)
+                said = f"{transcript[-1].text} {line}".strip()
+                transcript[-1] = msgspec.structs.replace(transcript[-1], text=said)
             return
         self.state.turn += 1
-        messages.append(ChatMessage(role="user", content=text))
-        transcript.append(TranscriptLine(speaker="caller", text=text, turn=self.state.turn))
+        messages.append(ChatMessage(role="user", content=content))
+        transcript.append(TranscriptLine(speaker="caller", text=line, turn=self.state.turn))
 
     # -- the agent ---------------------------------------------------------------------------
 
@@ -138,7 +148,15 @@ class Conversation:
         return [m.content for m in self.state.messages[since:] if m.role == "assistant"]
 
     def last_caller_text(self) -> str:
-        for message in reversed(self.state.messages):
-            if message.role == "user":
-                return message.content
+        """The caller's last turn as the transcript has it ("[keypad] 12#" for keys)."""
+        for line in reversed(self.state.transcript):
+            if line.speaker == "caller":
+                return line.text
         return ""
+
+
+def caller_texts(text: str, keys: str) -> tuple[str, str]:
+    """A caller turn's user message and transcript line: the words, then the keys."""
+    if not keys:
+        return text, text
+    return (f"{text} {keypad_message(keys)}".strip(), f"{text} {keypad_line(keys)}".strip())

@@ -13,6 +13,9 @@ inline on the media path (`Agent.on_audio`) and is tested frame by frame.
   comma, an ellipsis or a word that needs a continuation ("and", "for", "the", "um") ends
   mid-phrase; anything else reads as complete. `end_of_turn_after` turns it into the quiet
   needed before the turn is committed (see `protocols.tenants.TurnSettings`).
+- `KeypadEntry` collects the keys the caller types into one entry, due when `#` is pressed or
+  `dtmf_timeout_ms` after the last key, counted on the same stream clock (caller frames keep
+  coming during silence), so no timer task is needed.
 """
 
 from __future__ import annotations
@@ -166,3 +169,31 @@ class TurnTaker:
                 return False
             found = True
         return found
+
+
+TERMINATOR = "#"  # the caller's Enter key: it ends an entry at once
+
+
+class KeypadEntry:
+    """Keys typed since the last entry was taken (see the module docstring)."""
+
+    __slots__ = ("complete", "keys", "last_at", "timeout")
+
+    def __init__(self, settings: TurnSettings) -> None:
+        self.timeout = settings.dtmf_timeout_ms / 1000
+        self.keys = ""
+        self.last_at = 0.0      # stream time of the latest key
+        self.complete = False   # ended by the terminator
+
+    def press(self, digit: str, now: float) -> None:
+        self.keys += digit
+        self.last_at = now
+        self.complete = digit == TERMINATOR
+
+    def due(self, now: float) -> bool:
+        """The entry is over: submit it."""
+        return bool(self.keys) and (self.complete or now - self.last_at >= self.timeout)
+
+    def take(self) -> str:
+        keys, self.keys, self.complete = self.keys, "", False
+        return keys

@@ -18,10 +18,17 @@ Published on the call events stream (protocols/events.py), subject
 `CallTurn` belongs with the other call events; `CallEventOrTurn` is the union a consumer of
 the whole stream decodes with until it joins `protocols.events.CallEvent`.
 Schema evolution follows msgspec's rules (new fields have defaults, tags are never reused).
+
+Keys the caller typed (DTMF) are a caller turn like speech, written in words so every brain
+reads them without a schema change: the user message says `keypad_message("12#")` ("The
+caller pressed the keys: 12#", plain to any LLM, read back by the flow agent with
+`keypad_keys`), the transcript line `keypad_line("12#")` ("[keypad] 12#"). Spoken words
+committed with the keys come first in both ("my number is [keypad] 1234#").
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import msgspec
@@ -29,6 +36,26 @@ from switchboard.protocols.events import CallEvent
 from switchboard.protocols.llm import ChatMessage, ToolCall
 
 Speaker = Literal["caller", "agent"]
+
+KEYPAD_MESSAGE = "The caller pressed the keys: "
+KEYPAD_LINE = "[keypad] "
+_KEYPAD_AT_END = re.compile(r"(?:^|\s)" + re.escape(KEYPAD_MESSAGE) + r"([0-9A-D*#]+)$")
+
+
+def keypad_message(keys: str) -> str:
+    """The user message (LLM context) of a keypad entry."""
+    return KEYPAD_MESSAGE + keys
+
+
+def keypad_line(keys: str) -> str:
+    """The transcript text of a keypad entry."""
+    return KEYPAD_LINE + keys
+
+
+def keypad_keys(content: str) -> str | None:
+    """The keys of a user message that ends with a keypad entry, else None."""
+    found = _KEYPAD_AT_END.search(content.strip())
+    return found.group(1) if found else None
 
 
 class TranscriptLine(msgspec.Struct, frozen=True, kw_only=True):

@@ -26,6 +26,8 @@ Phrase = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
 ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
                                         description="HH:MM, 24-hour clock")]
+Keys = Annotated[str, msgspec.Meta(pattern=r"^(?:[0-9*A-D]{1,16}#?|#)$",
+                                   description="DTMF keys 0-9 * A-D, or a lone #")]
 
 SlotKind = Literal["number", "time", "date", "yes_no", "text"]
 """What a slot holds and which extractor reads it from an utterance:
@@ -63,6 +65,10 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     hold some: "a table for four at seven"), then asks `confirm` as a yes/no question if set,
     then says `done` and, if `tool` is set, calls that tool with the slot values (a tenant
     webhook that records the booking, say). `then` says what follows.
+
+    `dtmf` selects the intent by keys as well ("press 1 for opening hours"): the caller's
+    entry, ended by `#` or a pause, equal to it (a trailing `#` is the caller's Enter key
+    and does not count).
     """
 
     name: Name
@@ -74,6 +80,7 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     tool: str = ""
     then: Then = "listen"
     transfer_to: str = ""       # for then: transfer; default FlowScript.transfer_to
+    dtmf: Keys = ""             # keys that select this intent, e.g. "1" (quoted in YAML)
     v: int = 1
 
 

@@ -108,7 +108,9 @@ class TurnSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     Barge-in: caller speech over the agent interrupts it once it has lasted `barge_in_min_ms`;
     shorter blips and backchannels ("uh-huh") do not. Dead air: when an answer is owed and the
     caller has heard nothing for `dead_air_ms`, the agent says `filler`, then retries on the
-    next provider, then says `apology`.
+    next provider, then says `apology`. Keys (DTMF): a key over the agent interrupts it like
+    speech; keys make one entry, a caller turn when `#` is pressed or after `dtmf_timeout_ms`
+    without another key.
     """
 
     barge_in_min_ms: Annotated[float, msgspec.Meta(ge=0)] = 250.0
@@ -120,6 +122,7 @@ class TurnSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     apology: str = "Sorry, I'm having trouble right now. Could you say that again?"
     resume: str = "Sorry about that. Where were we?"  # said by a restarted call actor
     max_tool_rounds: Annotated[int, msgspec.Meta(ge=1, le=10)] = 4
+    dtmf_timeout_ms: Annotated[float, msgspec.Meta(gt=0)] = 2000.0  # inter-digit timeout
     v: int = 1
 
 

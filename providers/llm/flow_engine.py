@@ -17,6 +17,11 @@ In slot and confirm modes a hand-off or goodbye intent still wins ("just put me 
 someone"), a question with a plain answer (opening hours) is answered and the slot asked again,
 and another task intent switches to it. Misses in a row are counted in every mode; at
 `fallback.max_misses` the fallback's `then` happens.
+
+Keys the caller typed arrive as a user message (`protocols.conversation.keypad_message`) and
+are never fuzzy-matched: asked for a number or text slot, digits answer it (a party size, a
+reference); otherwise the intent whose `dtmf` they are is taken, as a matched phrase would be;
+anything else is a miss.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from switchboard.protocols.conversation import keypad_keys
 from switchboard.protocols.flow import FlowScript, Intent, Slot, Then
 from switchboard.protocols.llm import ToolCall
 from switchboard.providers.llm.flow_match import IntentMatcher, normalize
@@ -78,12 +84,19 @@ def check_script(script: FlowScript) -> list[tuple[str, str]]:
     """Problems a schema cannot catch, as (msgspec-style path, message) pairs."""
     problems: list[tuple[str, str]] = []
     seen: dict[str, int] = {}
+    keys: dict[str, int] = {}
     for i, intent in enumerate(script.intents):
         here = f"$.intents[{i}]"
         if intent.name in seen:
             first = seen[intent.name]
             problems.append((f"{here}.name", f"intent `{intent.name}` is already intents[{first}]"))
         seen[intent.name] = i
+        if intent.dtmf:
+            entry = entered(intent.dtmf)
+            if entry in keys:
+                taken = f"these keys already select intents[{keys[entry]}]; give each its own"
+                problems.append((f"{here}.dtmf", taken))
+            keys.setdefault(entry, i)
         names = [slot.name for slot in intent.slots]
         for j, slot in enumerate(intent.slots):
             if names.index(slot.name) != j:
@@ -143,15 +156,19 @@ class FlowEngine:
         self._matcher = IntentMatcher(((i.name, i.phrases) for i in script.intents),
                                       threshold=script.match_threshold)
         self._escapes = [i.name for i in script.intents if i.then != "listen"]
+        self._by_keys = {entered(i.dtmf): i.name for i in script.intents if i.dtmf}
 
     def greet(self) -> tuple[FlowState, Reply]:
         return FlowState(), _say(self.script.greeting)
 
     def hear(self, state: FlowState, raw: str, today: dt.date) -> tuple[FlowState, Reply]:
         state = replace(state, turn=state.turn + 1)
-        words = normalize(raw)
         if state.mode == "ended":
             return self._hang_up(state, self.script.goodbye)
+        keys = keypad_keys(raw)
+        if keys is not None:
+            return self._hear_keys(state, entered(keys), today)
+        words = normalize(raw)
         answer = extract_yes_no(words) if state.mode in ("confirm", "anything_else") else None
         if state.mode == "confirm" and answer is not None and len(words) <= 3:
             return self._confirmed(state, answer.value.value == "yes")
@@ -280,7 +297,29 @@ class FlowEngine:
         if other is not None and other.intent != intent.name:
             return self._aside(state, self._intents[other.intent], words, raw, today,
                                _say(slot.prompt))
-        return self._miss(state, slot.reprompt or f"Sorry, {_lower_first(slot.prompt)}")
+        return self._miss(state, _reprompt(slot))
+
+    def _hear_keys(self, state: FlowState, keys: str, today: dt.date
+                   ) -> tuple[FlowState, Reply]:
+        """A keypad entry (see the module docstring)."""
+        slot = None
+        if state.mode == "slot":
+            slot = next(s for s in self._intents[state.intent].slots if s.name == state.slot)
+            if slot.kind in ("number", "text") and keys.isdigit():
+                hit = extract(slot, [keys], keys, asked=True, today=today)
+                if hit is not None:
+                    state = replace(state, values=state.values + ((slot.name, hit.value),),
+                                    misses=0)
+                    return self._advance(state, self._intents[state.intent], Reply())
+        name = self._by_keys.get(keys)
+        if name is None:
+            return self._miss(state, _reprompt(slot) if slot is not None else "")
+        if slot is not None:
+            return self._aside(state, self._intents[name], [], "", today, _say(slot.prompt))
+        if state.mode == "confirm":
+            again = _say(self._fill(self._intents[state.intent].confirm, state))
+            return self._aside(state, self._intents[name], [], "", today, again)
+        return self._start(state, self._intents[name], [], "", today)
 
     def _aside(self, state: FlowState, other: Intent, words: list[str], raw: str,
                today: dt.date, again: Reply) -> tuple[FlowState, Reply]:
@@ -325,6 +364,15 @@ class _Missing(dict[str, str]):
 
 def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
+
+
+def _reprompt(slot: Slot) -> str:
+    return slot.reprompt or f"Sorry, {_lower_first(slot.prompt)}"
+
+
+def entered(keys: str) -> str:
+    """The keys of an entry as intents name them: a trailing `#` (Enter) dropped."""
+    return keys[:-1] if len(keys) > 1 and keys.endswith("#") else keys
 
 
 def _failed(content: str) -> bool:

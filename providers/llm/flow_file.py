@@ -7,8 +7,8 @@ starts with `file:line:column`, the way storage/tenants_file.py reports the tena
   one silently);
 - schema errors from msgspec (`... - at $.intents[2].slots[0].kind`) are mapped back to the
   YAML node at that path;
-- rules across fields (flow_engine.check_script: unique names, placeholders naming real
-  slots, a transfer target where one is needed) name their node the same way.
+- rules across fields (flow_engine.check_script: unique names and keys, placeholders naming
+  real slots, a transfer target where one is needed) name their node the same way.
 
 Texts of the script are the tenant's, not personal data, but errors still quote paths, not
 values, so they read the same for every script.
@@ -136,4 +136,6 @@ def _schema_error(message: str, root: yaml.Node, source: str, prefix: str) -> Fl
         for key, _ in node.value:
             if isinstance(key, yaml.ScalarNode) and key.value == unknown.group(1):
                 node = key
+    if readable.endswith(".dtmf"):  # YAML reads `1` as a number, `#` as a comment, `*` as an alias
+        what += '; write the keys (0-9, *, A-D, or a lone #) in quotes, e.g. dtmf: "1"'
     return FlowFileError(source, *_pos(node), f"{readable}: {what}")
