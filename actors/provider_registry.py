@@ -99,8 +99,9 @@ class ProviderRegistry:
         if entry is None:
             raise ProviderRejected(
                 f"no {kind} provider named {name!r} is registered on this node (known: "
-                f"{', '.join(self.names(kind)) or 'none'}); fix the agent's failover order "
-                "or the node's provider settings", provider=name)
+                f"{', '.join(self.names(kind)) or 'none'}); fix the agent's failover order, "
+                "or give the node that provider (`--providers FILE`, format: "
+                "configs/providers.example.yaml)", provider=name)
         build, in_thread = entry
         args = (rate,) if kind == "tts" else ()
         async with self._locks.setdefault(key, asyncio.Lock()):
@@ -118,6 +119,19 @@ class ProviderRegistry:
                         provider=name) from exc
                 self._instances[key] = instance
         return instance
+
+    async def aclose(self) -> None:
+        """Close every built instance: `aclose()` (cloud adapters' HTTP connection pools)
+        here, then `close()` (embedded models' worker threads) on a worker thread."""
+        for instance in list(self._instances.values()):
+            aclose = getattr(instance, "aclose", None)
+            if callable(aclose):
+                try:
+                    await aclose()
+                except Exception as exc:  # noqa: BLE001 - one bad close must not stop the rest
+                    log.warning("closing provider %s failed (%s)", type(instance).__name__,
+                                type(exc).__name__)
+        await asyncio.to_thread(self.close)
 
     def close(self) -> None:
         """Close every built instance that has a `close()` (stops worker threads)."""

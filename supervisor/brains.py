@@ -8,8 +8,14 @@
   once and the first call only waits for what is not loaded yet (about 1 s in all).
 - **VAD** (`load_call_vad`): Silero (ONNX, one model per node, one detector per call) at
   8 and 16 kHz, the WebRTC VAD otherwise or when Silero is not installed.
+- **Cloud and self-hosted LLMs** (`node_llm_providers`, `add_llm_providers`): the
+  `--providers` file's (storage/providers_file.py), else `openai` / `anthropic` when
+  OPENAI_API_KEY / ANTHROPIC_API_KEY are set; built on first use, logged by name (never
+  the key). `check_failover_orders` stops a node whose tenants name a provider it does not
+  offer, before it connects: such a name would fail every turn that reaches it.
 - **Pools**: one `ProviderPool` per embedded provider and node (`EMBEDDED` are node-scoped in
-  the `PoolClient`), limited to the node's capacity by default.
+  the `PoolClient`), one per cloud provider and region; limited to the node's capacity by
+  default.
 - **Brains**: besides `echo` (actors/echo_agent.py), `flow` (the agent's flow script) and
   `llm` (the agent's language models): `ConversationBrain`s sharing the node's providers,
   pools, webhook client and phrase book. Flow scripts are loaded when the node starts, so a
@@ -21,29 +27,48 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from switchboard.actors.agent import AgentFactory
 from switchboard.actors.conversation import ConversationBrain
-from switchboard.actors.conversation_services import ConversationServices, FlowLibrary
+from switchboard.actors.conversation_services import (
+    DEFAULT_ORDER,
+    ConversationServices,
+    FlowLibrary,
+)
+from switchboard.actors.failover import DEFAULT_DEADLINES, FailoverSettings
 from switchboard.actors.phrases import PhraseBook
 from switchboard.actors.pool_client import PoolClient
 from switchboard.actors.provider_registry import ProviderRegistry
 from switchboard.actors.system import ActorSystem
 from switchboard.actors.webhook import WebhookClient
+from switchboard.protocols.pools import ProviderKind, StreamDeadline
+from switchboard.protocols.providers_config import LlmProvider
 from switchboard.protocols.tenants import TenantConfig
-from switchboard.providers.base import Vad
+from switchboard.providers.base import LanguageModel, Vad
 from switchboard.providers.errors import ProviderError
+from switchboard.providers.llm.api_errors import redact_url
+from switchboard.storage.providers_file import (
+    ENV_DEFAULTS,
+    load_providers,
+    providers_from_environment,
+)
 
 log = logging.getLogger("switchboard.node")
 
-__all__ = ["BRAINS", "EMBEDDED", "Conversations", "FlowLibrary", "build_brains",
-           "embedded_registry", "load_call_vad", "load_flows", "warm_up"]
+__all__ = ["BRAINS", "EMBEDDED", "EMBEDDED_PROVIDERS", "Conversations", "FlowLibrary",
+           "UnknownProviderError", "add_llm_providers", "build_brains", "check_failover_orders",
+           "embedded_registry", "failover_settings", "load_call_vad", "load_flows",
+           "node_llm_providers", "offered_providers", "warm_up"]
 
 BRAINS = ("echo", "flow", "llm")
-EMBEDDED = ("whisper", "piper", "espeak", "llama-local")
+EMBEDDED_PROVIDERS: Mapping[ProviderKind, tuple[str, ...]] = {
+    "stt": ("whisper",), "tts": ("piper", "espeak"), "llm": ("llama-local",)}
+EMBEDDED = tuple(name for names in EMBEDDED_PROVIDERS.values() for name in names)
+NO_KEY = "no-key"  # a self-hosted server that checks no key still wants the header
 WARM_RATES = (8000, 16000)  # G.711 and G.722/Opus legs
 
 
@@ -139,6 +164,124 @@ def load_flows(tenants: Iterable[TenantConfig]) -> FlowLibrary:
     return flows
 
 
+# -- cloud and self-hosted LLMs ---------------------------------------------------------------
+
+
+def node_llm_providers(path: str | Path | None, environ: Mapping[str, str] | None = None
+                       ) -> list[LlmProvider]:
+    """The LLMs a node offers: the providers file's, else the vendors whose key is set.
+
+    Raises `storage.providers_file.ProvidersFileError` (a bad file, an unset key variable)."""
+    if path is not None:
+        return load_providers(path, environ=environ, reserved=EMBEDDED)
+    return providers_from_environment(environ)
+
+
+def add_llm_providers(registry: ProviderRegistry, providers: Iterable[LlmProvider]) -> None:
+    """Register each provider's adapter under its name (built, cheaply, on first use)."""
+    _keep_request_bodies_out_of_logs()
+    for provider in providers:
+        config = provider.config
+        registry.add_llm(config.name, _llm_builder(provider), in_thread=False)
+        where = redact_url(config.base_url) or "the vendor's API"
+        log.info("LLM provider %s: %s, model %s at %s (from %s)", config.name, config.adapter,
+                 config.model, where, provider.source)
+
+
+def _keep_request_bodies_out_of_logs() -> None:
+    """The anthropic SDK logs each request's options, body included (the prompt and the
+    caller's words), at DEBUG: a node run with `-v` must not. A level chosen explicitly
+    (ANTHROPIC_LOG / OPENAI_LOG, or the application's logging config) is left alone."""
+    for name in ("anthropic", "openai"):
+        sdk = logging.getLogger(name)
+        if sdk.level == logging.NOTSET:
+            sdk.setLevel(logging.INFO)
+
+
+def _llm_builder(provider: LlmProvider) -> Callable[[], LanguageModel]:
+    config = provider.config
+    deadline = _deadline(provider)
+    # Never None: the adapters would then read OPENAI_API_KEY / ANTHROPIC_API_KEY and send a
+    # vendor's key to a self-hosted server that was configured without one.
+    key = provider.api_key or NO_KEY
+
+    def build() -> LanguageModel:
+        if config.adapter == "anthropic":
+            from switchboard.providers.llm.anthropic_messages import AnthropicMessagesModel
+
+            extra = dict(config.extra_body)
+            if config.temperature is not None:
+                extra.setdefault("temperature", config.temperature)
+            return AnthropicMessagesModel(
+                model=config.model, base_url=config.base_url, api_key=key,
+                provider=config.name, max_tokens=config.max_tokens,
+                first_token_ms=deadline.first_item_ms, stall_ms=deadline.stall_ms,
+                extra_body=extra)
+        from switchboard.providers.llm.openai_compat import OpenAICompatibleModel
+
+        return OpenAICompatibleModel(
+            model=config.model, base_url=config.base_url, api_key=key, provider=config.name,
+            temperature=config.temperature, max_tokens=config.max_tokens,
+            first_token_ms=deadline.first_item_ms, stall_ms=deadline.stall_ms,
+            extra_body=config.extra_body)
+
+    return build
+
+
+def _deadline(provider: LlmProvider) -> StreamDeadline:
+    default = DEFAULT_DEADLINES["llm"]
+    config = provider.config
+    return StreamDeadline(first_item_ms=config.first_token_ms or default.first_item_ms,
+                          stall_ms=config.stall_ms or default.stall_ms)
+
+
+def failover_settings(providers: Iterable[LlmProvider]) -> FailoverSettings:
+    """The node's failover settings, with the deadlines the providers file sets."""
+    return FailoverSettings(per_provider={
+        p.name: _deadline(p) for p in providers
+        if p.config.first_token_ms is not None or p.config.stall_ms is not None})
+
+
+def offered_providers(providers: Iterable[LlmProvider]) -> dict[ProviderKind, list[str]]:
+    """Every provider name the node offers, by kind: the embedded ones and `providers`."""
+    offered = {kind: list(names) for kind, names in EMBEDDED_PROVIDERS.items()}
+    offered["llm"] += [p.name for p in providers]
+    return offered
+
+
+_USES: Mapping[str, tuple[ProviderKind, ...]] = {"flow": ("stt", "tts"),
+                                                 "llm": ("stt", "llm", "tts")}
+
+
+class UnknownProviderError(ValueError):
+    """The tenants name providers this node does not offer (each turn using one would fail)."""
+
+
+def check_failover_orders(tenants: Iterable[TenantConfig],
+                          offered: Mapping[ProviderKind, Sequence[str]], *,
+                          source: str = "the tenants file") -> None:
+    """Raise `UnknownProviderError` listing every agent that names a provider not offered.
+
+    Checks what each brain uses: STT and TTS for `flow` and `llm`, the LLMs for `llm`."""
+    missing: list[str] = []
+    for tenant in tenants:
+        for agent in tenant.agents:
+            for kind in _USES.get(agent.brain, ()):
+                for name in agent.providers.of(kind) or DEFAULT_ORDER.of(kind):
+                    if name not in offered.get(kind, ()):
+                        missing.append(f"tenant {tenant.id}, agent {agent.id}: {kind} `{name}`")
+    if not missing:
+        return
+    has = "; ".join(f"{kind}: {', '.join(names) or 'none'}" for kind, names in offered.items())
+    vendors = [f"set {variable} (offers `{name}` when there is no --providers file), "
+               for name, _, variable, _ in ENV_DEFAULTS
+               if any(line.endswith(f"llm `{name}`") for line in missing)]
+    raise UnknownProviderError(
+        f"{source} names providers this node does not offer: {'; '.join(missing)}. The node "
+        f"offers {has}. Fix: {''.join(vendors)}declare them in the node's --providers file "
+        "(format: configs/providers.example.yaml), or change the agents' `providers`")
+
+
 @dataclass
 class Conversations:
     """The node's conversation brains and what they share (closed when the node stops)."""
@@ -149,15 +292,16 @@ class Conversations:
 
     async def aclose(self) -> None:
         await self.webhooks.aclose()
-        await asyncio.to_thread(self.registry.close)
+        await self.registry.aclose()
 
 
-def build_brains(system: ActorSystem, registry: ProviderRegistry, flows: FlowLibrary
-                 ) -> Conversations:
+def build_brains(system: ActorSystem, registry: ProviderRegistry, flows: FlowLibrary, *,
+                 llm: Iterable[LlmProvider] = ()) -> Conversations:
+    """The flow and llm brains over `registry`; `llm`: the cloud LLMs it holds (deadlines)."""
     pools = PoolClient(system, node_scoped=EMBEDDED)
     webhooks = WebhookClient()
     services = ConversationServices(providers=registry, pools=pools, webhooks=webhooks,
-                                    phrases=PhraseBook())
+                                    phrases=PhraseBook(), failover=failover_settings(llm))
     brains: dict[str, AgentFactory] = {
         "flow": ConversationBrain(services, mode="flow", flows=flows),
         "llm": ConversationBrain(services, mode="llm"),

@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--tenants", default=None, metavar="FILE",
                         help="tenants, numbers and agents (format: configs/tenants.example.yaml;"
                              " `up` defaults to that demo file)")
+        sp.add_argument("--providers", default=None, metavar="FILE",
+                        help="cloud and self-hosted LLMs this node offers, keys from "
+                             "environment variables (format: configs/providers.example.yaml;"
+                             " default: `openai` / `anthropic` when $OPENAI_API_KEY / "
+                             "$ANTHROPIC_API_KEY are set)")
         add_sip_options(sp)
         web = sp.add_argument_group("web gateway (browser calls over WebRTC; docs/web.md)")
         web.add_argument("--web-host", default="127.0.0.1",
@@ -180,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
 async def _run_node(args: argparse.Namespace, urls: list[str]) -> int:
     from switchboard.gateways.sip.gateway import SipListenError
     from switchboard.gateways.webrtc import ListenError
+    from switchboard.storage.providers_file import ProvidersFileError
     from switchboard.storage.sip_file import SipConfigError
+    from switchboard.supervisor.brains import UnknownProviderError
     from switchboard.supervisor.edges import sip_banner
     from switchboard.supervisor.node import Node, NodeConfig, default_node_id
 
@@ -193,11 +200,16 @@ async def _run_node(args: argparse.Namespace, urls: list[str]) -> int:
                      region=args.region, capacity=args.capacity, replicas=args.replicas,
                      virtual_kinds=_load_kinds(args.kinds),
                      tenants_file=Path(args.tenants) if args.tenants else None,
+                     providers_file=Path(args.providers) if args.providers else None,
                      web=_web_config(args), sip=sip)
     node = Node(cfg)
     try:
         async with asyncio.timeout(20):  # reconnects are forever once up; the first try is not
             await node.start()
+    except (ProvidersFileError, UnknownProviderError) as exc:  # before anything connected
+        print(f"switchboard: {exc}", file=sys.stderr)
+        await node.drain()
+        return 2
     except (ListenError, SipListenError) as exc:  # an OSError too: before the NATS message below
         print(f"switchboard: {exc}", file=sys.stderr)
         await node.drain()

@@ -41,6 +41,7 @@ from switchboard.protocols.events import (
     CALL_EVENTS_SUBJECTS,
 )
 from switchboard.protocols.pools import PoolLimits
+from switchboard.protocols.providers_config import LlmProvider
 from switchboard.protocols.sip_config import SipConfig
 from switchboard.protocols.subjects import (
     LEASE_TTL,
@@ -86,6 +87,9 @@ class NodeConfig:
     virtual_kinds: list[type[VirtualActor]] = field(default_factory=list)
     children: list[ChildSpec] = field(default_factory=list)
     tenants_file: Path | None = None
+    # The cloud/self-hosted LLMs (storage/providers_file.py); None: OPENAI_API_KEY and
+    # ANTHROPIC_API_KEY offer `openai` and `anthropic` when set.
+    providers_file: Path | None = None
     warm_up_models: bool = True  # load Whisper and Piper in the background at start
     web: WebConfig | None = None  # the web gateway (page, widget, WebRTC); None: not served
     sip: SipConfig | None = None  # the SIP gateway (supervisor/edges.py); None: not served
@@ -116,8 +120,12 @@ class Node:
     async def start(self) -> None:
         cfg = self.config
         flows = None
+        llm = conversation.node_llm_providers(cfg.providers_file)  # a bad file fails here too
         if cfg.tenants_file is not None:  # a bad file fails here, before anything connects
             directory = load_tenants(cfg.tenants_file, brains=set(conversation.BRAINS))
+            conversation.check_failover_orders(directory.tenants(),
+                                               conversation.offered_providers(llm),
+                                               source=str(cfg.tenants_file))
             flows = conversation.load_flows(directory.tenants())
             self.directory = directory
         self.transport = await NatsTransport.connect(cfg.nats_urls,
@@ -141,7 +149,7 @@ class Node:
             id="virtual", actor=Supervisor, expose=False,
             factory=lambda: Supervisor(dynamic_restart=Restart.TRANSIENT,
                                        intensity=RestartIntensity(50, 10.0)))
-        call_vad = await self._start_conversations(system, flows)
+        call_vad = await self._start_conversations(system, flows, llm)
         services = CallServices(legs=self.legs, directory=self.directory,
                                 events=JetStreamEvents(js), brains=self.brains,
                                 vad=call_vad, states=states)  # calls resume from `states`
@@ -180,13 +188,15 @@ class Node:
     # -- the conversation brains, providers and pools (supervisor/brains.py) --------------
 
     async def _start_conversations(self, system: ActorSystem,
-                                   flows: conversation.FlowLibrary | None
-                                   ) -> Callable[[int], Vad]:
+                                   flows: conversation.FlowLibrary | None,
+                                   llm: list[LlmProvider]) -> Callable[[int], Vad]:
         """Build the flow and llm brains; models load in the background (fast start)."""
         call_vad = await conversation.load_call_vad()
         registry = conversation.embedded_registry(call_vad)
+        conversation.add_llm_providers(registry, llm)
         self.conversations = conversation.build_brains(system, registry,
-                                                       flows or conversation.FlowLibrary())
+                                                       flows or conversation.FlowLibrary(),
+                                                       llm=llm)
         self.brains.update(self.conversations.brains)
         if self.config.warm_up_models:
             system.tasks.spawn(conversation.warm_up(registry), name="warm-up-models")
