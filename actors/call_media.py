@@ -3,7 +3,8 @@
 `listen` is the hot path, 50 frames a second per call: each caller frame goes through the
 VAD (`Endpointer`, with a `VadProbe` so the agent can tell a voiced frame from one in the
 silence hangover) straight to `agent.on_audio`, with no copy, no queue and no allocation for
-the frames that carry no VAD event. Keys go to `on_dtmf`. It returns when the call's media is
+the frames that carry no VAD event. A batched VAD (`push`: Silero, providers/vad/silero.py)
+makes a frame that completes a model window wait a few ms for the node's shared model run. Keys go to `on_dtmf`. It returns when the call's media is
 over, with the reason the call ends.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from switchboard.actors.agent import PAUSING, SILENT, SPEAKING, Agent, Greeting, VoiceActivity
 from switchboard.actors.turn_taking import VadProbe
@@ -46,10 +47,19 @@ async def listen(events: AsyncIterator[MediaEvent], agent: Agent, vad: Vad,
                             min_speech_ms=settings.min_speech_ms,
                             min_silence_ms=settings.min_silence_ms)
     voiced = max(settings.threshold - _HYSTERESIS, 0.01)
-    feed, on_audio = endpointer.feed, agent.on_audio
+    feed, decide, on_audio = endpointer.feed, endpointer.decide, agent.on_audio
+    # A batched VAD (Silero) shares one model run among the calls whose windows are due
+    # within a few ms: the frame waits for its result, which costs less than a lone run.
+    push: Callable[[bytes], float | Awaitable[float]] | None = getattr(vad, "push", None)
     async for event in events:
         if type(event) is AudioChunk:  # the hot path: 50 times a second per call
-            decided = feed(event)
+            if push is None:
+                decided = feed(event)
+            else:
+                result = push(event.pcm)
+                probability = result if isinstance(result, float) else await result
+                probe.last = probability
+                decided = decide(event, probability)
             speaking = endpointer.in_speech
             if decided is None:
                 activity = (SPEAKING if probe.last >= voiced else PAUSING) if speaking \

@@ -85,7 +85,7 @@ async def load_call_vad() -> Callable[[int], Vad]:
         return lambda rate: WebRtcVad(rate)
 
     def make(rate: int) -> Vad:
-        return model.open(rate) if rate in (8000, 16000) else WebRtcVad(rate)
+        return model.open_batched(rate) if rate in (8000, 16000) else WebRtcVad(rate)
 
     return make
 

@@ -35,7 +35,10 @@ class Endpointer:
         self._started_at = 0.0
 
     def feed(self, chunk: AudioChunk) -> VadEvent | None:
-        probability = self.vad.speech_probability(chunk.pcm)
+        return self.decide(chunk, self.vad.speech_probability(chunk.pcm))
+
+    def decide(self, chunk: AudioChunk, probability: float) -> VadEvent | None:
+        """`feed` for a probability computed elsewhere (a batched VAD)."""
         if not self.in_speech:
             if probability < self._on:
                 self._voiced_since = None
