@@ -34,6 +34,11 @@ class Endpointer:
         self._quiet_since: float | None = None
         self._started_at = 0.0
 
+    @property
+    def quiet_since(self) -> float | None:
+        """In speech, since when the caller has been quiet (the hangover running), else None."""
+        return self._quiet_since if self.in_speech else None
+
     def feed(self, chunk: AudioChunk) -> VadEvent | None:
         return self.decide(chunk, self.vad.speech_probability(chunk.pcm))
 
