@@ -68,6 +68,17 @@ class JitterBuffer:
         self._received += 1
         self._store(sequence, JitterFrame(sequence, timestamp, payload, marker))
 
+    def take_next(self, sequence: int) -> bool:
+        """The common case, without buffering: `sequence` is the next one due and nothing is
+        held, so the caller releases it at once (counted as received and delivered)."""
+        if sequence != self._next or self._frames or self._ready:
+            return False
+        self._next = sequence + 1
+        self._highest = sequence
+        self._received += 1
+        self._delivered += 1
+        return True
+
     def skip(self, sequence: int) -> None:
         """Mark `sequence` as used by another payload type of the same SSRC (e.g. DTMF)."""
         self._store(sequence, _SKIPPED)

@@ -134,21 +134,25 @@ class Unwrapper:
     from before a wrap get smaller extended values, not ones 65,536 ahead.
     """
 
-    __slots__ = ("_bits", "_highest")
+    __slots__ = ("_bits", "_half", "_highest", "_mask")
 
     def __init__(self, bits: int = 16) -> None:
         self._bits = bits
+        self._mask = (1 << bits) - 1
+        self._half = 1 << (bits - 1)
         self._highest: int | None = None
 
     def unwrap(self, value: int) -> int:
-        """The extended value of `value`."""
-        if self._highest is None:
+        """The extended value of `value` (50 times a second per stream: no calls inside)."""
+        highest = self._highest
+        if highest is None:
             self._highest = value
             return value
-        extended = self._highest + serial_diff(value, self._highest & ((1 << self._bits) - 1),
-                                               self._bits)  # fmt: skip
-        self._highest = max(self._highest, extended)
-        return extended
+        ahead = (value - highest) & self._mask  # serial_diff, mod 2**bits
+        if ahead < self._half:
+            self._highest = highest + ahead
+            return highest + ahead
+        return highest + ahead - self._mask - 1
 
     def reset(self) -> None:
         """Forget history, e.g. when the SSRC changes."""

@@ -360,6 +360,9 @@ class RtpSession:
             self._rx_ssrc = ssrc
         sequence = self._unwrapper.unwrap(seq)
         if pt == media.payload_type:
+            if payload and self._jitter.take_next(sequence):
+                self._deliver_audio(timestamp, payload)  # in order: no buffering
+                return
             if payload:
                 self._jitter.put(sequence, timestamp, payload, marker)
             else:
@@ -378,6 +381,9 @@ class RtpSession:
                 self._emit_dtmf(digit)
 
     def _deliver(self, frame: JitterFrame) -> None:
+        if frame.payload is not None and frame.timestamp is not None:
+            self._deliver_audio(frame.timestamp, frame.payload)
+            return
         at = self._rx_next_at
         if frame.payload is None:
             # Conceal with frames as long as the peer's (a 30 ms ptime peer loses 30 ms).
@@ -385,14 +391,24 @@ class RtpSession:
         else:
             pcm = self._decoder.decode(frame.payload)
             self._rx_samples = len(pcm)
-            if frame.timestamp is not None:
-                clock = self.media.codec.clock_rate
-                ticks = self._rx_clock.unwrap(frame.timestamp)
-                if self._rx_base is None:
-                    self._rx_base = ticks - round(at * clock)
-                at = (ticks - self._rx_base) / clock
         self._rx_next_at = at + len(pcm) / self.pcm_rate
         self._call(self._on_audio, pcm, at, frame.payload is None)
+
+    def _deliver_audio(self, timestamp: int, payload: bytes) -> None:
+        """A received frame, placed on the stream's clock by its RTP timestamp."""
+        pcm = self._decoder.decode(payload)
+        self._rx_samples = samples = len(pcm)
+        clock = self.media.codec.clock_rate
+        ticks = self._rx_clock.unwrap(timestamp)
+        if self._rx_base is None:
+            self._rx_base = ticks - round(self._rx_next_at * clock)
+        at = (ticks - self._rx_base) / clock
+        self._rx_next_at = at + samples / self.pcm_rate
+        if self._error is None:
+            try:
+                self._on_audio(pcm, at, False)
+            except Exception as exc:  # noqa: BLE001 - see _call
+                self._fail(exc)
 
     def _emit_dtmf(self, digit: DtmfDigit) -> None:
         if self._on_dtmf is not None:

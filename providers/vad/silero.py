@@ -49,6 +49,7 @@ GATE_DBOV = -60.0
 GATE_RESET_WINDOWS = 10   # 320 ms at 8 kHz and 16 kHz alike (32 ms windows)
 GATE_SETTLED = 0.1        # the model must have judged the stream silent before the gate acts
 BATCH_WAIT = 0.004        # seconds a window may wait for others to share its model run
+_SCALE = np.float32(1 / 32768)
 MAX_BATCH = 64            # windows per model run (~2.5 ms): longer would delay RTP sends
 
 
@@ -149,8 +150,8 @@ class SileroVad:
 
     def reset(self) -> None:
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
-        self._context = np.zeros(self._context_size, dtype=np.float32)
-        self._pending = np.zeros(0, dtype=np.float32)
+        self._buf = np.zeros((1, self._context_size + self._window), dtype=np.float32)
+        self._fill = 0  # samples of the current window in _buf (after the context)
         self._probability = 0.0
         self._gated = 0
 
@@ -161,30 +162,40 @@ class SileroVad:
     def _feed(self, pcm: bytes, *, defer_last: bool) -> np.ndarray | None:
         """Buffer `pcm` and judge the windows it completes, in order: gated ones are 0, the
         others run the model, except the last one when `defer_last` (its model input is
-        returned, for the batcher)."""
-        samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-        buffered = np.concatenate((self._pending, samples)) if self._pending.size else samples
+        returned, for the batcher). Samples go straight into the model's input layout
+        (context, then window), so a frame costs one numpy operation."""
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        buf, context, size = self._buf, self._context_size, self._window
         deferred = None
-        start, size = 0, self._window
-        while buffered.size - start >= size:
-            window = buffered[start : start + size]
-            start += size
+        taken, total = 0, samples.size
+        while taken < total:
+            count = min(size - self._fill, total - taken)
+            at = context + self._fill
+            np.multiply(samples[taken : taken + count], _SCALE, out=buf[0, at : at + count])
+            self._fill += count
+            taken += count
+            if self._fill < size:
+                break
+            self._fill = 0
+            window = buf[0, context:]
             if self._probability < GATE_SETTLED and float(np.dot(window, window)) < self._gate:
                 self._probability = 0.0
                 self._gated += 1
-                if self._gated == GATE_RESET_WINDOWS:
-                    self._state = np.zeros((2, 1, 128), dtype=np.float32)
-                    self._context = np.zeros(self._context_size, dtype=np.float32)
+                if self._gated >= GATE_RESET_WINDOWS:
+                    if self._gated == GATE_RESET_WINDOWS:
+                        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+                    buf[0, :context] = 0.0
+                else:
+                    buf[0, :context] = window[-context:]
                 continue
             self._gated = 0
-            model_input = np.concatenate((self._context, window))[np.newaxis, :]
-            self._context = window[-self._context_size :]
-            if defer_last and buffered.size - start < size:
+            model_input = buf.copy()
+            buf[0, :context] = window[-context:]
+            if defer_last and total - taken < size:  # no later window in this feed
                 deferred = model_input
             else:
                 self._probability, self._state = self._model.run(model_input, self._state,
                                                                  self._rate)
-        self._pending = buffered[start:].copy()
         return deferred
 
 

@@ -116,3 +116,20 @@ def test_output_is_strictly_ordered_and_complete(
             assert frame.payload == bytes([frame.sequence % 256])
     stats = jb.statistics()
     assert stats.delivered + stats.lost == len(out)
+
+
+def test_in_order_packets_skip_the_buffer_and_keep_the_counts() -> None:
+    jb = JitterBuffer()
+    jb.put(10, 0, b"a")  # the first packet goes through the buffer
+    first = jb.pop()
+    assert first is not None and first.sequence == 10
+    assert jb.take_next(11) and jb.take_next(12)
+    assert not jb.take_next(14)  # a gap: the buffered path decides
+    jb.put(14, 640, b"c")
+    assert jb.pop() is None
+    assert not jb.take_next(13)  # something is held: 13 must be ordered before it
+    jb.put(13, 480, b"b")
+    assert [f.sequence for f in (jb.pop(), jb.pop())] == [13, 14]  # type: ignore[union-attr]
+    assert jb.take_next(15)
+    stats = jb.statistics()
+    assert (stats.received, stats.delivered, stats.lost, stats.buffered) == (6, 6, 0, 0)

@@ -113,3 +113,23 @@ def test_timestamp_unwrapper_is_32_bit() -> None:
         0x100000000,
         0x1000000A0,
     ]
+
+
+def test_unwrapper_matches_serial_number_arithmetic() -> None:
+    import random
+
+    from switchboard.gateways.sip.rtp import Unwrapper, serial_diff
+
+    rng = random.Random(5)
+    for bits in (16, 32):
+        mask = (1 << bits) - 1
+        unwrapper, highest, value = Unwrapper(bits), None, rng.randrange(1 << bits)
+        for _ in range(5000):
+            value = (value + rng.choice((1, 1, 1, 2, -1, -3, 160, 30000))) & mask
+            got = unwrapper.unwrap(value)
+            if highest is None:
+                want = value
+            else:
+                want = highest + serial_diff(value, highest & mask, bits)
+            assert got == want and got & mask == value
+            highest = want if highest is None else max(highest, want)

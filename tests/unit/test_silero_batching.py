@@ -90,7 +90,7 @@ def test_a_quiet_gap_restarts_the_stream_state() -> None:
     assert model.windows == 1 and np.any(vad._state)
     for _ in range(GATE_RESET_WINDOWS):
         assert vad.speech_probability(bytes(512)) == 0.0
-    assert model.windows == 1 and not np.any(vad._state) and not np.any(vad._context)
+    assert model.windows == 1 and not np.any(vad._state) and not np.any(vad._buf[0, :32])
 
 
 async def test_streams_share_model_runs_and_get_the_lone_runs_probabilities(
