@@ -350,6 +350,9 @@ async def sweep(args: argparse.Namespace, tmp: Path, nats_url: str | None) -> di
                 row["disturbed"] = max(row["core_other_pct"],
                                        row["loadgen_core_other_pct"]) > args.max_others
                 row["late_frames_per_second"] = per_second
+                # The loop's stalls over 30 ms in this step, with the stack that held it.
+                row["stalls"] = [st for st in b["probe"].get("stalls", [])
+                                 if st not in a["probe"].get("stalls", [])]
                 if not row["disturbed"] or attempt == args.repeats:
                     break
                 print(f"calls {calls}: other processes took {row['core_other_pct']:.0f}% of the "
@@ -357,6 +360,9 @@ async def sweep(args: argparse.Namespace, tmp: Path, nats_url: str | None) -> di
                       f"generator's; measuring the step again", flush=True)
             rows.append(row)
             print_row(row)
+            for stall in row["stalls"][-3:]:
+                print(f"  loop stalled {stall['ms']} ms in: {' | '.join(stall['stack'][-3:])}",
+                      flush=True)
             if row["late_frame_pct"] > LATE_LIMIT_PCT or failed or gen_b["active"] < calls:
                 stopped = ("failed calls" if failed else "calls not placed"
                            if gen_b["active"] < calls else "late frames")

@@ -29,7 +29,10 @@ import gc
 import json
 import logging
 import os
+import sys
+import threading
 import time
+import traceback
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -139,6 +142,57 @@ class MeteredAgent:
         return getattr(self._agent, name)
 
 
+class StallWatch:
+    """Finds what blocks the loop: a 5 ms tick on the loop and a thread that, when the tick is
+    `after` seconds overdue, keeps the loop thread's stack (the culprit, or the code after
+    it when the culprit held the GIL, like the collector). The last `keep` go to the probe
+    file, each with how long the loop stalled."""
+
+    def __init__(self, *, after: float = 0.03, keep: int = 20) -> None:
+        self.after = after
+        self.stalls: list[dict[str, Any]] = []
+        self._keep = keep
+        self._tick = time.monotonic()
+        self._stop = threading.Event()
+        self._loop_thread = threading.get_ident()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._beat()
+        threading.Thread(target=self._watch, name="stall-watch", daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        if self.stalls and self.stalls[-1].get("open"):
+            stall = self.stalls[-1]
+            stall["ms"] = round(1000 * (now - stall.pop("since")), 1)
+            del stall["open"]
+        self._tick = now
+        self._timer = asyncio.get_running_loop().call_later(0.005, self._beat)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.005):
+            since = self._tick
+            if time.monotonic() - since < self.after:
+                continue
+            if self.stalls and self.stalls[-1].get("open"):
+                continue
+            frame = sys._current_frames().get(self._loop_thread)
+            stack = traceback.format_stack(frame)[-8:] if frame is not None else []
+            self.stalls.append({"open": True, "since": since, "ms": None,
+                                "stack": [line.strip() for line in stack]})
+            del self.stalls[: -self._keep]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [{k: v for k, v in stall.items() if k not in ("open", "since")}
+                for stall in self.stalls if not stall.get("open")]
+
+
 class MeteredBrain:
     """Wraps an `AgentFactory`: every agent it makes is a `MeteredAgent`."""
 
@@ -176,6 +230,7 @@ class MediaProbe:
         self._timer: asyncio.TimerHandle | None = None
         self.gc = GcPauses()
         gc.callbacks.append(self.gc.on_gc)
+        self.stalls = StallWatch()
 
     @classmethod
     def from_environment(cls, brains: MutableMapping[str, Any], *,
@@ -189,9 +244,11 @@ class MediaProbe:
         return probe
 
     def start(self) -> None:
+        self.stalls.start()
         self._write()
 
     def close(self) -> None:
+        self.stalls.close()
         if self.gc.on_gc in gc.callbacks:
             gc.callbacks.remove(self.gc.on_gc)
         if self._timer is not None:
@@ -199,7 +256,7 @@ class MediaProbe:
             self._timer = None
 
     def snapshot(self) -> dict[str, Any]:
-        return snapshot(self.receive, self.gc)
+        return {**snapshot(self.receive, self.gc), "stalls": self.stalls.snapshot()}
 
     def _write(self) -> None:
         temporary = self.path.with_suffix(".tmp")
