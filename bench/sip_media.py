@@ -1,7 +1,8 @@
 """Benchmark: concurrent SIP calls with live G.711 RTP both ways that one node core sustains.
 
 The node under test is a real `python -m switchboard node` (SIP gateway, call actors with the
-WebRTC VAD, the echo agent, no STT) pinned to one core (`taskset -c 0`); NATS, the load
+node's call VAD: Silero by default, `--call-vad webrtc` for the WebRTC VAD; the echo agent;
+no STT) pinned to one core (`taskset -c 0`); NATS, the load
 generator (bench/sip_loadgen.py: our own user agent as UAC, PCMU both ways, speech and pauses
 so the echo agent talks back) and this driver share the other core. Steps add calls (50, 100,
 150, ... by default) and hold each for `--duration` seconds (60 by default; `--quick`: 10) after
@@ -134,13 +135,6 @@ sip:
 """
 
 
-def cli_serves_sip() -> bool:
-    """Whether `switchboard node` has the SIP gateway's flags (supervisor/edges.py) yet."""
-    help_text = subprocess.run([sys.executable, "-m", "switchboard", "node", "--help"],
-                               capture_output=True, text=True, cwd=ROOT, check=False).stdout
-    return "--sip-config" in help_text
-
-
 async def start_node(args: argparse.Namespace, tmp: Path, nats_url: str | None,
                      probe: Path) -> asyncio.subprocess.Process:
     env = dict(os.environ, SWITCHBOARD_MEDIA_PROBE=str(probe),
@@ -155,15 +149,9 @@ async def start_node(args: argparse.Namespace, tmp: Path, nats_url: str | None,
         tenants.write_text(TENANTS.format(greeting=ROOT / "configs" / "audio" /
                                           "echo-greeting.wav"))
         sip.write_text(SIP_CONFIG.format(port=args.sip_port, pcm_rate=args.pcm_rate))
-        if args.node == "switchboard" and args.call_vad == "default" and cli_serves_sip():
-            command = [*pin, sys.executable, "-m", "switchboard", "node", "--nats", nats_url,
-                       "--node-id", "bench-sip", "--tenants", str(tenants),
-                       "--sip-config", str(sip)]
-        else:
-            args.node = "switchboard-inprocess"
-            command = [*pin, sys.executable, "-m", "bench.sip_node", "--nats", nats_url,
-                       "--tenants", str(tenants), "--sip-config", str(sip),
-                       "--call-vad", args.call_vad]
+        command = [*pin, sys.executable, "-m", "switchboard", "node", "--nats", nats_url,
+                   "--node-id", "bench-sip", "--tenants", str(tenants),
+                   "--sip-config", str(sip), "--call-vad", args.call_vad]
     print("node under test:", " ".join(command[3:]), flush=True)
     log = (tmp / "node.log").open("wb")
     proc = await asyncio.create_subprocess_exec(*command, env=env, cwd=ROOT,
@@ -422,7 +410,7 @@ async def main(args: argparse.Namespace) -> int:
     }
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    name = "sip_media" if args.node.startswith("switchboard") else f"sip_media_{args.node}"
+    name = "sip_media" if args.node == "switchboard" else f"sip_media_{args.node}"
     name += "_webrtc_vad.json" if args.call_vad == "webrtc" else ".json"
     report = {"node": args.node, "pcm_rate": args.pcm_rate, "call_vad": args.call_vad,
               "line_noise_dbov": args.line_noise_dbov, "duration_s": args.duration,
@@ -450,13 +438,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="short steps, for a smoke run")
     p.add_argument("--rate", type=float, default=25.0, help="new calls per second")
     p.add_argument("--node", choices=("switchboard", "rtp-echo"), default="switchboard",
-                   help="switchboard: a real node (the command line, or bench/sip_node.py "
-                        "while it has no SIP flags); rtp-echo: the SIP/RTP layer alone")
+                   help="switchboard: a real node (`switchboard node`); rtp-echo: the SIP/RTP "
+                        "layer alone")
     p.add_argument("--pcm-rate", type=int, choices=(8000, 16000), default=8000,
                    help="PCM rate the call actors get (G.711 is 8 kHz: 16000 adds resampling)")
-    p.add_argument("--call-vad", choices=("default", "webrtc"), default="default",
-                   help="the call actors' VAD: the node's default (Silero when installed), or "
-                        "the WebRTC VAD (runs the node through bench/sip_node.py)")
+    p.add_argument("--call-vad", choices=("silero", "webrtc"), default="silero",
+                   help="the node's call VAD (`switchboard node --call-vad`): silero, the "
+                        "default, or webrtc")
     p.add_argument("--line-noise-dbov", type=float, default=-70.0,
                    help="white noise the callers send under their speech and in their pauses "
                         "(a real line is never digitally silent; Silero skips windows below "

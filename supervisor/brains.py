@@ -6,8 +6,10 @@
   `espeak` (TTS fallback), `llama-local` (the optional `[local-llm]` extra). `warm_up` loads
   Whisper and Piper in the background when the node starts, so `switchboard up` returns at
   once and the first call only waits for what is not loaded yet (about 1 s in all).
-- **VAD** (`load_call_vad`): Silero (ONNX, one model per node, one detector per call) at
-  8 and 16 kHz, the WebRTC VAD otherwise or when Silero is not installed.
+- **VAD** (`load_call_vad`): Silero (ONNX, one model per node, one detector per call,
+  model runs batched across calls) at 8 and 16 kHz, the WebRTC VAD otherwise or when Silero
+  is not installed; `--call-vad webrtc` puts every call on the WebRTC VAD (dense telephony
+  nodes). Whisper's own endpointing stays on Silero either way.
 - **Cloud and self-hosted LLMs** (`node_llm_providers`, `add_llm_providers`): the
   `--providers` file's (storage/providers_file.py), else `openai` / `anthropic` when
   OPENAI_API_KEY / ANTHROPIC_API_KEY are set; built on first use, logged by name (never
@@ -59,7 +61,7 @@ from switchboard.storage.providers_file import (
 
 log = logging.getLogger("switchboard.node")
 
-__all__ = ["BRAINS", "EMBEDDED", "EMBEDDED_PROVIDERS", "Conversations", "FlowLibrary",
+__all__ = ["BRAINS", "CALL_VADS", "EMBEDDED", "EMBEDDED_PROVIDERS", "Conversations", "FlowLibrary",
            "UnknownProviderError", "add_llm_providers", "build_brains", "check_failover_orders",
            "embedded_registry", "failover_settings", "load_call_vad", "load_flows",
            "node_llm_providers", "offered_providers", "warm_up"]
@@ -72,10 +74,20 @@ NO_KEY = "no-key"  # a self-hosted server that checks no key still wants the hea
 WARM_RATES = (8000, 16000)  # G.711 and G.722/Opus legs
 
 
-async def load_call_vad() -> Callable[[int], Vad]:
-    """A VAD factory for call legs: Silero where it runs, else the WebRTC VAD."""
+CALL_VADS = ("silero", "webrtc")
+
+
+async def load_call_vad(kind: str = "silero") -> Callable[[int], Vad]:
+    """A VAD factory for call legs. `silero` (the default): Silero at 8 and 16 kHz, batched
+    across the node's calls (providers/vad/silero.py), the WebRTC VAD at other rates or when
+    Silero is not installed. `webrtc`: the WebRTC VAD for every call, ~3 µs a frame against
+    Silero's ~45-200 µs a window, less sure in noise: for nodes that carry many calls."""
     from switchboard.providers.vad.webrtc import WebRtcVad
 
+    if kind not in CALL_VADS:
+        raise ValueError(f"unknown call VAD {kind!r}; choose one of {', '.join(CALL_VADS)}")
+    if kind == "webrtc":
+        return lambda rate: WebRtcVad(rate)
     try:
         from switchboard.providers.vad.silero import SileroVadModel
 

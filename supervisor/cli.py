@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="extra virtual actor kinds to host: module:Class[,module:Class]")
         sp.add_argument("--replicas", type=int, default=1,
                         help="JetStream replicas for the buckets (3 in a 3-node cluster)")
+        sp.add_argument("--call-vad", choices=("silero", "webrtc"), default="silero",
+                        help="the VAD of call legs: silero (accurate; its model runs batched "
+                             "across calls) or webrtc (~3 µs a frame, less sure in noise: for "
+                             "nodes that carry many calls; docs/performance.md)")
         sp.add_argument("--tenants", default=None, metavar="FILE",
                         help="tenants, numbers and agents (format: configs/tenants.example.yaml;"
                              " `up` defaults to that demo file)")
@@ -201,7 +205,7 @@ async def _run_node(args: argparse.Namespace, urls: list[str]) -> int:
                      virtual_kinds=_load_kinds(args.kinds),
                      tenants_file=Path(args.tenants) if args.tenants else None,
                      providers_file=Path(args.providers) if args.providers else None,
-                     web=_web_config(args), sip=sip)
+                     web=_web_config(args), sip=sip, call_vad=args.call_vad)
     node = Node(cfg)
     try:
         async with asyncio.timeout(20):  # reconnects are forever once up; the first try is not

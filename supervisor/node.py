@@ -91,6 +91,7 @@ class NodeConfig:
     # ANTHROPIC_API_KEY offer `openai` and `anthropic` when set.
     providers_file: Path | None = None
     warm_up_models: bool = True  # load Whisper and Piper in the background at start
+    call_vad: str = "silero"  # the VAD of call legs: silero, or webrtc (supervisor/brains.py)
     web: WebConfig | None = None  # the web gateway (page, widget, WebRTC); None: not served
     sip: SipConfig | None = None  # the SIP gateway (supervisor/edges.py); None: not served
 
@@ -191,8 +192,11 @@ class Node:
                                    flows: conversation.FlowLibrary | None,
                                    llm: list[LlmProvider]) -> Callable[[int], Vad]:
         """Build the flow and llm brains; models load in the background (fast start)."""
-        call_vad = await conversation.load_call_vad()
-        registry = conversation.embedded_registry(call_vad)
+        call_vad = await conversation.load_call_vad(self.config.call_vad)
+        # Whisper's endpointing decides what is transcribed: it keeps the accurate VAD.
+        stt_vad = (call_vad if self.config.call_vad == "silero"
+                   else await conversation.load_call_vad("silero"))
+        registry = conversation.embedded_registry(stt_vad)
         conversation.add_llm_providers(registry, llm)
         self.conversations = conversation.build_brains(system, registry,
                                                        flows or conversation.FlowLibrary(),
