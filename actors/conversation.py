@@ -122,7 +122,8 @@ class ConversationAgent:
         self.recovery = Recovery(self)
         self.watchdog = DeadAirWatchdog(threshold=self.settings.dead_air_ms / 1000,
                                         audible=self._audible, stage=self.recovery.stage,
-                                        recover=self.recovery.recover)
+                                        recover=self.recovery.recover,
+                                        grace=self.settings.dead_air_grace_ms / 1000)
         control.spawn(self.listener.run(), name="stt")
         control.spawn(self.watchdog.run(), name="dead-air")
         control.spawn(self.recovery.prepare(), name="phrases")

@@ -15,7 +15,10 @@ What each rung does for each stage (`stt`, `llm`, `tts`, `tool`, `end_of_turn`,
 Provider streams have their own progress deadlines (the failover wrappers), which usually
 replace a stalled provider before rung 1; the watchdog is the backstop that no stall, hung
 tool or lost turn can get past. The first audio of the real answer (`heard()`) starts the
-ladder over. Every recovery is counted in `switchboard_dead_air_total{stage,recovery}`.
+ladder over. One exception: when the answer is waiting on TTS at the threshold (its text is
+there, its audio is being made), rung 0 waits `grace` more (400 ms by default, so the caller
+still hears something within 2 s): a filler then would land just before the answer and push
+it back by the filler's length; such waits count as recovery `grace`. Every recovery is counted in `switchboard_dead_air_total{stage,recovery}`.
 """
 
 from __future__ import annotations
@@ -44,13 +47,16 @@ RETRY = "retry"
 APOLOGY = "apology"
 COMMIT = "commit"
 NONE = "none"  # the phrase for this rung could not be played (no TTS at all)
+GRACE = "grace"  # the answer's audio was being synthesized: waited `grace` before the filler
 
 
 class DeadAirWatchdog:
     def __init__(self, *, threshold: float, audible: Callable[[], bool],
                  stage: Callable[[], str], recover: Callable[[str, int], str],
-                 tick: float = 0.05, clock: Callable[[], float] = time.monotonic) -> None:
+                 tick: float = 0.05, clock: Callable[[], float] = time.monotonic,
+                 grace: float = 0.0) -> None:
         self.threshold = threshold
+        self.grace = grace
         self._audible = audible
         self._stage = stage
         self._recover = recover
@@ -60,6 +66,7 @@ class DeadAirWatchdog:
         self._wake = asyncio.Event()
         self._silent_since: float | None = None
         self._rung = 0
+        self._graced = False
         self.recoveries = 0  # since the last `owe()`
 
     @property
@@ -100,9 +107,19 @@ class DeadAirWatchdog:
         if self._silent_since is None:
             self._silent_since = now
             return
-        if now - self._silent_since < self.threshold:
+        silent = now - self._silent_since
+        if silent < self.threshold:
             return
         stage = self._stage()
+        if self._rung == 0 and stage == TTS and silent < self.threshold + self.grace:
+            # The answer's text is there and its audio is being made: a filler now would
+            # land just before it and push it back by its own length. Wait `grace` first
+            # (a stalled TTS is also replaced by its progress deadline meanwhile).
+            if not self._graced:
+                self._graced = True
+                DEAD_AIR.labels(stage, GRACE).inc()
+            return
+        self._graced = False
         rung, self._rung = self._rung, self._rung + 1
         self._silent_since = self._clock()
         recovery = self._recover(stage, rung)

@@ -118,6 +118,9 @@ class TurnSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     fast_end_ms: Annotated[float, msgspec.Meta(gt=0)] = 150.0
     incomplete_hold_ms: Annotated[float, msgspec.Meta(gt=0)] = 800.0
     dead_air_ms: Annotated[float, msgspec.Meta(gt=0)] = 1200.0
+    # When the answer is waiting on TTS at dead_air_ms, wait this much more before the filler
+    # (a filler just before the answer delays it by its own length).
+    dead_air_grace_ms: Annotated[float, msgspec.Meta(ge=0)] = 400.0
     filler: str = "One moment."
     apology: str = "Sorry, I'm having trouble right now. Could you say that again?"
     resume: str = "Sorry about that. Where were we?"  # said by a restarted call actor

