@@ -138,6 +138,8 @@ sip:
 async def start_node(args: argparse.Namespace, tmp: Path, nats_url: str | None,
                      probe: Path) -> asyncio.subprocess.Process:
     env = dict(os.environ, SWITCHBOARD_MEDIA_PROBE=str(probe),
+               **({"SWITCHBOARD_MEDIA_PROBE_STALL_MS": str(args.stall_ms)} if args.stall_ms
+                  else {}),
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     pin = ["taskset", "-c", str(args.node_core)]
     if args.node == "rtp-echo":
@@ -449,6 +451,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="white noise the callers send under their speech and in their pauses "
                         "(a real line is never digitally silent; Silero skips windows below "
                         "-60 dBov once it has judged the line silent)")
+    p.add_argument("--stall-ms", type=float, default=None,
+                   help="keep the node loop's stack whenever it is this many ms overdue "
+                        "(a thread that itself costs a little: off by default)")
     p.add_argument("--node-core", type=int, default=0)
     p.add_argument("--loadgen-core", type=int, default=1)
     p.add_argument("--sip-port", type=int, default=5080)

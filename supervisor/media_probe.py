@@ -54,6 +54,7 @@ __all__ = ["ENV", "GcPauses", "MediaProbe", "MeteredBrain", "ReceiveLag", "snaps
 log = logging.getLogger("switchboard.node")
 
 ENV = "SWITCHBOARD_MEDIA_PROBE"
+STALL_ENV = "SWITCHBOARD_MEDIA_PROBE_STALL_MS"  # e.g. 30: keep the loop's stack past 30 ms
 RECEIVE_LATE_AFTER = 0.020  # received audio waiting longer than a frame is late
 _BINS = 200  # 1 ms bins; the last one holds everything from 199 ms up
 
@@ -230,7 +231,10 @@ class MediaProbe:
         self._timer: asyncio.TimerHandle | None = None
         self.gc = GcPauses()
         gc.callbacks.append(self.gc.on_gc)
-        self.stalls = StallWatch()
+        # Off unless asked for: its thread takes the GIL every 5 ms, which itself can make
+        # a frame late on a one-core node.
+        stall_ms = os.environ.get(STALL_ENV)
+        self.stalls = StallWatch(after=float(stall_ms) / 1000) if stall_ms else None
 
     @classmethod
     def from_environment(cls, brains: MutableMapping[str, Any], *,
@@ -244,11 +248,13 @@ class MediaProbe:
         return probe
 
     def start(self) -> None:
-        self.stalls.start()
+        if self.stalls is not None:
+            self.stalls.start()
         self._write()
 
     def close(self) -> None:
-        self.stalls.close()
+        if self.stalls is not None:
+            self.stalls.close()
         if self.gc.on_gc in gc.callbacks:
             gc.callbacks.remove(self.gc.on_gc)
         if self._timer is not None:
@@ -256,7 +262,8 @@ class MediaProbe:
             self._timer = None
 
     def snapshot(self) -> dict[str, Any]:
-        return {**snapshot(self.receive, self.gc), "stalls": self.stalls.snapshot()}
+        stalls = self.stalls.snapshot() if self.stalls is not None else []
+        return {**snapshot(self.receive, self.gc), "stalls": stalls}
 
     def _write(self) -> None:
         temporary = self.path.with_suffix(".tmp")
