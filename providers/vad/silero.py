@@ -20,9 +20,11 @@ Two things keep it cheap enough for hundreds of calls on one core (bench/sip_med
   utterance sooner than the model would. After `GATE_RESET_WINDOWS` gated windows in a row the recurrent state and context
   start afresh, as at the start of a stream, so the next utterance is judged as a first one.
 - **Batching across calls.** One model run costs ~130-210 µs for one window but ~45 µs per
-  window for eight (onnxruntime's per-call overhead dominates so small a model). A call
+  window for eight, back to back (onnxruntime's per-call overhead dominates so small a
+  model); between other work (caches cold) a run costs about three times that, so fewer,
+  larger runs matter more still. A call
   actor's `BatchedSileroVad.push` queues a completed window on the loop's `SileroBatcher`,
-  which runs every window queued within `BATCH_WAIT` (4 ms) as one call and resolves each
+  which runs every window queued within `BATCH_WAIT` (8 ms) as one call and resolves each
   stream's future; the caller's frame reaches the agent a few ms later (far inside the 20 ms
   the media path allows), with exactly the probability a lone run would give.
 """
@@ -48,7 +50,7 @@ _CONTEXT = {16000: 64, 8000: 32}
 GATE_DBOV = -60.0
 GATE_RESET_WINDOWS = 10   # 320 ms at 8 kHz and 16 kHz alike (32 ms windows)
 GATE_SETTLED = 0.1        # the model must have judged the stream silent before the gate acts
-BATCH_WAIT = 0.004        # seconds a window may wait for others to share its model run
+BATCH_WAIT = 0.008        # seconds a window may wait for others to share its model run
 _SCALE = np.float32(1 / 32768)
 MAX_BATCH = 64            # windows per model run (~2.5 ms): longer would delay RTP sends
 
