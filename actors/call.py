@@ -77,6 +77,7 @@ from switchboard.protocols.events import (
     CallAnswered,
     CallDtmf,
     CallEnded,
+    CallEvent,
     CallParties,
     CallStarted,
     DtmfDigit,
@@ -436,7 +437,7 @@ class CallActor(Actor):
                                 self.start.call_id, type(exc).__name__, every)
             await asyncio.sleep(min(deadline, renew_at) - loop.time())
 
-    def _event(self, event: CallStarted | CallAnswered | CallDtmf | CallEnded) -> None:
+    def _event(self, event: CallEvent) -> None:
         self.publish(EVENT_NAMES[type(event)], event, event_id=event.event_id)
 
 

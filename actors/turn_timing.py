@@ -3,7 +3,7 @@
 Marks are monotonic times, kept once (the first occurrence wins): the end of the caller's
 speech (the reference), the final transcript, the commit of the turn, the LLM's first token,
 the TTS's first audio, and the first audio handed to the media leg. `event()` gives the call
-event (`protocols.conversation.CallTurn`, ms from the end of speech), `observe()` feeds:
+event (`protocols.events.CallTurn`, ms from the end of speech), `observe()` feeds:
 
     switchboard_turn_seconds{stage}      end_of_turn, stt_final, llm_first_token,
                                          tts_first_audio, first_audio: from end of speech
@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import Histogram
-from switchboard.protocols.conversation import CallTurn, TurnWords
+from switchboard.protocols.events import CallTurn, TurnWords
 
 _BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
 TURN_SECONDS = Histogram("switchboard_turn_seconds",

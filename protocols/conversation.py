@@ -1,4 +1,4 @@
-"""A call's conversation as data: what is persisted per turn, and the per-turn timing event.
+"""A call's conversation as data: what is persisted per turn.
 
 Persisted (JetStream KV bucket `sb_state`, key `call.<call_id>`, written by the call actor,
 deleted when the call ends), so a call actor restarted by its supervisor resumes the same
@@ -9,15 +9,9 @@ conversation (actors/call.py, actors/call_state.py):
     ConversationState       a conversation brain's state (its `agent_state`): transcript,
                             LLM messages, tool calls not yet answered, the turn counter
 
-Published on the call events stream (protocols/events.py), subject
-`sb.events.call.<tenant_id>.<call_id>.turn`, message id `<call_id>.turn.<n>`:
-
-    CallTurn                one turn's timing, measured from the end of the caller's speech;
-                            the words said sit only under `pii`
-
-`CallTurn` belongs with the other call events; `CallEventOrTurn` is the union a consumer of
-the whole stream decodes with until it joins `protocols.events.CallEvent`.
-Schema evolution follows msgspec's rules (new fields have defaults, tags are never reused).
+Each turn's timing is a call event (`protocols.events.CallTurn`), published on the call events
+stream with the lifecycle events. Schema evolution follows msgspec's rules (new fields have
+defaults, tags are never reused).
 
 Keys the caller typed (DTMF) are a caller turn like speech, written in words so every brain
 reads them without a schema change: the user message says `keypad_message("12#")` ("The
@@ -32,7 +26,6 @@ import re
 from typing import Literal
 
 import msgspec
-from switchboard.protocols.events import CallEvent
 from switchboard.protocols.llm import ChatMessage, ToolCall
 
 Speaker = Literal["caller", "agent"]
@@ -101,37 +94,3 @@ class CallSnapshot(msgspec.Struct, kw_only=True):
     dtmf_seq: int = 0
     agent_state: bytes = b""
     v: int = 1
-
-
-class TurnWords(msgspec.Struct, frozen=True, kw_only=True):
-    """What was said in a turn: personal data."""
-
-    caller: str = ""
-    agent: str = ""   # what the caller heard
-    v: int = 1
-
-
-class CallTurn(msgspec.Struct, frozen=True, kw_only=True, tag="call_event.turn"):
-    """One turn, timed in ms from the end of the caller's speech (None: the stage did not
-    happen, e.g. no audio because the caller hung up). `overhead_ms` is the platform's
-    share plus the LLM's and TTS's: from the final transcript (or the turn's commit, when
-    the turn was held for more words) to the first audio handed to the leg."""
-
-    event_id: str
-    call_id: str
-    tenant_id: str
-    at: float                      # wall clock at the end of the caller's speech
-    turn: int
-    end_of_turn_ms: float | None = None      # the turn was committed
-    stt_final_ms: float | None = None
-    llm_first_token_ms: float | None = None
-    tts_first_audio_ms: float | None = None
-    first_audio_ms: float | None = None      # first audio handed to the media leg
-    overhead_ms: float | None = None
-    interrupted: bool = False
-    dead_air: int = 0              # dead-air recoveries during the turn
-    pii: TurnWords | None = None
-    v: int = 1
-
-
-CallEventOrTurn = CallEvent | CallTurn

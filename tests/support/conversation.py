@@ -49,13 +49,8 @@ from switchboard.protocols.call import (
     StartCall,
     Usage,
 )
-from switchboard.protocols.conversation import (
-    CallEventOrTurn,
-    CallSnapshot,
-    CallTurn,
-    ConversationState,
-)
-from switchboard.protocols.events import CallEnded
+from switchboard.protocols.conversation import CallSnapshot, ConversationState
+from switchboard.protocols.events import CallEnded, CallEvent, CallTurn
 from switchboard.protocols.llm import ChatMessage, LlmEvent, ToolSpec
 from switchboard.protocols.media import LegClosed
 from switchboard.protocols.pools import PoolLimits
@@ -339,8 +334,8 @@ class ConversationEnv:
         usage = await self.system.ref("tenant", "acme").ask(GetUsage(), reply_type=Usage)
         return usage.active_calls
 
-    def of_call(self, call_id: str) -> list[Any]:
-        return [e for e in self.events.decoded(CallEventOrTurn) if e.call_id == call_id]
+    def of_call(self, call_id: str) -> list[CallEvent]:
+        return [e for e in self.events.decoded(CallEvent) if e.call_id == call_id]
 
     def turns(self, call_id: str) -> list[CallTurn]:
         return [e for e in self.of_call(call_id) if isinstance(e, CallTurn)]
