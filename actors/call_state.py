@@ -1,10 +1,27 @@
-"""`CallStateStore`: one call's `CallSnapshot` in the state bucket, written off the media path.
+"""Call persistence: one call's `CallSnapshot`, written off the media path, expiring on its own.
 
 The call actor saves its snapshot (and, inside it, the agent's conversation state) after each
 turn; a call actor restarted by the calls supervisor loads it and resumes the conversation.
-Key: `call.<call_id>` in `sb_state` (the bucket virtual actors use; no virtual kind is named
-`call`), `call_hex.<hex>` for the ids JetStream keys cannot hold. The key is deleted when the
-call ends.
+Key: `call.<call_id>`, `call_hex.<hex>` for the ids JetStream keys cannot hold. The key is
+deleted when the call ends.
+
+Where (`CallBucket`, which the node hands to call actors as `CallServices.states`): the
+`sb_calls` KV bucket, not `sb_state`. A snapshot is personal data, and when a node dies nobody
+ends its calls, so their keys must expire by themselves. `sb_calls` has a `max_age`
+(`NodeConfig.call_state_ttl`, 24 h by default) and each save rewrites the key, which restarts
+its age: a live call keeps its snapshot (the TTL only has to outlast the longest gap between two
+saves, at most the agent's `max_call_seconds`), an orphan is gone one TTL after its last save.
+A bucket of its own because a max_age on `sb_state` would expire virtual actors' state too;
+per-message TTLs (nats-server 2.11+) would need revision-checked writes (nats-py's `put` takes
+no TTL) and have no counterpart in the object store.
+
+Large snapshots: a KV value is one NATS message, at most the server's `max_payload` (1 MiB by
+default). A record that would not fit goes to the `sb_calls_objects` object store (same max_age)
+under the key's name, with a small pointer in the KV, as virtual actors' large state does. Not
+trimming the oldest turns instead: the conversation state is the brain's own encoding (opaque
+bytes here), and a trimmed conversation would resume with an agent that forgot what the caller
+said. Values in `sb_calls` are `StateRecord`s (inline `data`, or an `object_name`) naming the
+node that wrote them; a plain `KeyValue` (unit tests) holds the bare snapshot.
 
 `save` returns at once: a task owned by the call actor (`run`) writes, latest first wins: a
 save made while a write is in flight replaces any save still waiting, so a slow store never
@@ -17,11 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 
 import msgspec
+from switchboard.protocols import StateRecord
 from switchboard.protocols.conversation import CallSnapshot
 from switchboard.protocols.subjects import lease_key
-from switchboard.storage.kv import KeyValue, StorageError
+from switchboard.storage.kv import KeyValue, KvEntry, ObjectStore, StorageError
 
 log = logging.getLogger("switchboard.call")
 
@@ -37,6 +57,87 @@ def snapshot_key(call_id: str) -> str:
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(CallSnapshot)
+_RECORD_DECODER = msgspec.msgpack.Decoder(StateRecord)
+
+
+class CallBucket:
+    """The `KeyValue` of call snapshots: `StateRecord`s in `kv`, a value whose record would
+    exceed `max_value` bytes in `objects` behind a pointer record.
+
+    Give both buckets the same max_age, so an object expires with its pointer. Objects are
+    named after their key; the ones this process wrote are deleted when their key is, or when
+    a save that fits inline replaces them (one missed by either expires on its own).
+    """
+
+    def __init__(self, kv: KeyValue, objects: ObjectStore, *, max_value: int,
+                 node_id: str) -> None:
+        self._kv = kv
+        self._objects = objects
+        self._max_value = max_value
+        self._node_id = node_id
+        self._in_objects: set[str] = set()
+        self.objects_written = 0
+
+    async def get(self, key: str) -> KvEntry | None:
+        entry = await self._kv.get(key)
+        return None if entry is None else await self._resolve(entry)
+
+    async def create(self, key: str, value: bytes) -> int:
+        return await self._write(key, value, lambda record: self._kv.create(key, record))
+
+    async def update(self, key: str, value: bytes, revision: int) -> int:
+        return await self._write(key, value,
+                                 lambda record: self._kv.update(key, record, revision))
+
+    async def put(self, key: str, value: bytes) -> int:
+        return await self._write(key, value, lambda record: self._kv.put(key, record))
+
+    async def delete(self, key: str, revision: int | None = None) -> None:
+        await self._kv.delete(key, revision)
+        if key in self._in_objects:
+            await self._delete_object(key)
+
+    async def entries(self) -> list[KvEntry]:
+        resolved = [await self._resolve(entry) for entry in await self._kv.entries()]
+        return [entry for entry in resolved if entry is not None]
+
+    async def _resolve(self, entry: KvEntry) -> KvEntry | None:
+        try:
+            record = _RECORD_DECODER.decode(entry.value)
+        except msgspec.DecodeError:
+            log.error("call state record %s cannot be decoded; it is ignored", entry.key)
+            return None
+        if not record.object_name:
+            return KvEntry(entry.key, record.data, entry.revision)
+        # An object replaced, deleted or expired (its chunks first) while read fails the read
+        # with StorageError at the store's deadline.
+        data = await self._objects.get(record.object_name)
+        return None if data is None else KvEntry(entry.key, data, entry.revision)
+
+    async def _write(self, key: str, value: bytes,
+                     write: Callable[[bytes], Awaitable[int]]) -> int:
+        now = time.time()
+        record = _ENCODER.encode(StateRecord(node_id=self._node_id, saved_at=now, data=value))
+        if len(record) <= self._max_value:
+            revision = await write(record)
+            if key in self._in_objects:  # the previous value was large: its object is stale
+                await self._delete_object(key)
+            return revision
+        await self._objects.put(key, value)  # first: a pointer never names a missing object
+        self._in_objects.add(key)
+        self.objects_written += 1
+        return await write(_ENCODER.encode(
+            StateRecord(node_id=self._node_id, saved_at=now, object_name=key)))
+
+    async def _delete_object(self, key: str) -> None:
+        """Best effort: the object store's max_age removes what is left behind."""
+        try:
+            await self._objects.delete(key)
+        except StorageError as exc:
+            log.warning("call state object %s not deleted (%s); it expires with its bucket",
+                        key, type(exc).__name__)
+            return
+        self._in_objects.discard(key)
 
 
 class CallStateStore:

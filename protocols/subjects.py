@@ -21,6 +21,10 @@ NODES_BUCKET = "sb_nodes"
 LEASES_BUCKET = "sb_leases"
 STATE_BUCKET = "sb_state"
 STATE_OBJECTS = "sb_state_objects"
+# Call snapshots (actors/call_state.py) live apart from virtual actors' state: their buckets
+# have a max_age, so the conversation of a call nobody ended (its node died) expires on its own.
+CALLS_BUCKET = "sb_calls"
+CALLS_OBJECTS = "sb_calls_objects"  # snapshots too large for a KV value
 EVENTS_PREFIX = f"{PREFIX}.events"
 
 # Bucket TTLs. Longer than a JetStream leader election (4-9 s measured with a server of three
@@ -28,6 +32,10 @@ EVENTS_PREFIX = f"{PREFIX}.events"
 # noticed at once (their subscriptions vanish and their ping subject has no responders).
 NODE_TTL = 10.0
 LEASE_TTL = 20.0
+# The age at which a call snapshot expires if no save refreshed it. Every save rewrites the
+# key, so it only has to outlast the longest quiet stretch of a live call, at most the agent's
+# `max_call_seconds` (3600 s by default): 24 h leaves room for agents configured longer.
+CALL_STATE_TTL = 24 * 3600.0
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-=:]{1,200}$")
 

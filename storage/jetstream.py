@@ -1,11 +1,13 @@
 """JetStream KV and object store behind the `KeyValue` / `ObjectStore` interfaces.
 
 Buckets are created if absent with the given TTL (`max_age`), so a bucket's TTL is what expires
-leases and heartbeats whose owner stopped renewing them. In a cluster, pass `replicas=3`.
+leases, heartbeats and call snapshots whose owner stopped renewing them (an existing bucket is
+bound as it is: its TTL is changed with `nats stream edit`). In a cluster, pass `replicas=3`.
 
-Every failure to reach JetStream (a timeout, no stream leader while a server of the cluster is
-down, a connection closed or reconnecting) is raised as `StorageError`: the runtime's loops
-(heartbeat, membership, lease renewal) retry on it instead of dying with the node.
+Every failure to reach JetStream, KV or object store (a timeout, no stream leader while a server
+of the cluster is down, a connection closed or reconnecting) is raised as `StorageError`: the
+runtime's loops (heartbeat, membership, lease renewal, call state) retry on it instead of dying
+with the node.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from nats.js.errors import (
 from switchboard.storage.kv import KeyExists, KvEntry, RevisionMismatch, StorageError
 
 _KEYS_TIMEOUT = 5.0
+_OBJECT_TIMEOUT = 10.0
 _OPEN_ATTEMPTS = 3
 
 
@@ -96,9 +99,9 @@ class JetStreamKV:
         return out
 
 
-def _unreachable(op: str, key: str, exc: BaseException) -> StorageError:
-    return StorageError(f"KV {op} {key} failed ({type(exc).__name__}): JetStream unreachable or "
-                        "its stream has no leader yet; retry")
+def _unreachable(op: str, key: str, exc: BaseException, *, store: str = "KV") -> StorageError:
+    return StorageError(f"{store} {op} {key} failed ({type(exc).__name__}): JetStream "
+                        "unreachable or its stream has no leader yet; retry")
 
 
 class JetStreamObjects:
@@ -106,13 +109,21 @@ class JetStreamObjects:
         self._store = store
 
     async def put(self, name: str, data: bytes) -> None:
-        await self._store.put(name, data)
+        try:
+            await self._store.put(name, data)
+        except NatsError as exc:
+            raise _unreachable("put", name, exc, store="object store") from exc
 
     async def get(self, name: str) -> bytes | None:
         try:
-            result = await self._store.get(name)
+            # nats-py reads the chunks without a deadline, and waits for ever for chunks purged
+            # under it (the object replaced or deleted meanwhile): bound it, the caller retries.
+            async with asyncio.timeout(_OBJECT_TIMEOUT):
+                result = await self._store.get(name)
         except ObjectNotFoundError:
             return None
+        except (NatsError, TimeoutError) as exc:
+            raise _unreachable("get", name, exc, store="object store") from exc
         return bytes(result.data) if result.data is not None else None
 
     async def delete(self, name: str) -> None:
@@ -120,6 +131,8 @@ class JetStreamObjects:
             await self._store.delete(name)
         except ObjectNotFoundError:
             pass  # already gone: deleting is idempotent
+        except NatsError as exc:
+            raise _unreachable("delete", name, exc, store="object store") from exc
 
 
 async def open_kv(js: JetStreamContext, bucket: str, *, ttl: float | None = None,
@@ -144,14 +157,16 @@ async def open_kv(js: JetStreamContext, bucket: str, *, ttl: float | None = None
     raise AssertionError("unreachable")
 
 
-async def open_objects(js: JetStreamContext, bucket: str, *, replicas: int = 1) -> JetStreamObjects:
+async def open_objects(js: JetStreamContext, bucket: str, *, ttl: float | None = None,
+                       replicas: int = 1) -> JetStreamObjects:
+    """Bind to object store `bucket`, creating it (file storage, TTL, replicas) if absent."""
     for attempt in range(1, _OPEN_ATTEMPTS + 1):  # retried as in `open_kv`
         try:
             try:
                 store = await js.object_store(bucket)
             except (BucketNotFoundError, NotFoundError):
                 store = await js.create_object_store(bucket, ObjectStoreConfig(
-                    replicas=replicas, storage=StorageType.FILE))
+                    ttl=ttl, replicas=replicas, storage=StorageType.FILE))
             return JetStreamObjects(store)
         except NatsTimeout:
             if attempt == _OPEN_ATTEMPTS:

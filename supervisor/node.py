@@ -1,12 +1,12 @@
 """The node: the one place that wires transport, storage, actors and supervision together.
 
-A node connects to NATS, opens the JetStream buckets (membership, leases, state), starts an
-`ActorSystem`, a root supervisor (with a dynamic supervisor for virtual actors under it), the
-virtual-actor host and the heartbeat. `drain()` is the graceful stop: leave placement (draining
-heartbeat), hand virtual actors back (state persisted, leases released), stop the tree in
-reverse order, withdraw from membership. When the root supervisor gives up, the node's
-`exit_code` becomes 1 and `wait()` returns: the process exits non-zero so systemd or Kubernetes
-restarts it.
+A node connects to NATS, opens the JetStream buckets (membership, leases, state, call
+snapshots), starts an `ActorSystem`, a root supervisor (with a dynamic supervisor for virtual
+actors under it), the virtual-actor host and the heartbeat. `drain()` is the graceful stop:
+leave placement (draining heartbeat), hand virtual actors back (state persisted, leases
+released), stop the tree in reverse order, withdraw from membership. When the root supervisor
+gives up, the node's `exit_code` becomes 1 and `wait()` returns: the process exits non-zero so
+systemd or Kubernetes restarts it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from switchboard.actors import ActorCell, ActorSystem, Decision, Directive
 from switchboard.actors.agent import AgentFactory
 from switchboard.actors.call import CallServices
+from switchboard.actors.call_state import CallBucket
 from switchboard.actors.echo_agent import EchoBrain
 from switchboard.actors.media_registry import MediaLegRegistry
 from switchboard.actors.membership import Membership
@@ -44,6 +45,9 @@ from switchboard.protocols.pools import PoolLimits
 from switchboard.protocols.providers_config import LlmProvider
 from switchboard.protocols.sip_config import SipConfig
 from switchboard.protocols.subjects import (
+    CALL_STATE_TTL,
+    CALLS_BUCKET,
+    CALLS_OBJECTS,
     LEASE_TTL,
     LEASES_BUCKET,
     NODE_TTL,
@@ -83,6 +87,9 @@ class NodeConfig:
     heartbeat_interval: float = 0.5
     node_ttl: float = NODE_TTL
     lease_ttl: float = LEASE_TTL
+    # max_age of the call snapshot buckets (sb_calls, sb_calls_objects; actors/call_state.py),
+    # applied when this node creates them: above the longest `max_call_seconds` of any agent.
+    call_state_ttl: float = CALL_STATE_TTL
     replicas: int = 1
     virtual_kinds: list[type[VirtualActor]] = field(default_factory=list)
     children: list[ChildSpec] = field(default_factory=list)
@@ -136,6 +143,11 @@ class Node:
         leases = await open_kv(js, LEASES_BUCKET, ttl=cfg.lease_ttl, replicas=cfg.replicas)
         states = await open_kv(js, STATE_BUCKET, replicas=cfg.replicas)
         objects = await open_objects(js, STATE_OBJECTS, replicas=cfg.replicas)
+        # Call snapshots expire by themselves: a call whose node died is ended by nobody.
+        call_states = CallBucket(
+            await open_kv(js, CALLS_BUCKET, ttl=cfg.call_state_ttl, replicas=cfg.replicas),
+            await open_objects(js, CALLS_OBJECTS, ttl=cfg.call_state_ttl, replicas=cfg.replicas),
+            max_value=self.transport.nc.max_payload, node_id=cfg.node_id)
         await open_stream(js, CALL_EVENTS_STREAM, [CALL_EVENTS_SUBJECTS],
                           duplicate_window=CALL_EVENTS_DUPLICATE_WINDOW, replicas=cfg.replicas)
         system = ActorSystem(self.transport, node_id=cfg.node_id, region=cfg.region,
@@ -153,7 +165,7 @@ class Node:
         call_vad = await self._start_conversations(system, flows, llm)
         services = CallServices(legs=self.legs, directory=self.directory,
                                 events=JetStreamEvents(js), brains=self.brains,
-                                vad=call_vad, states=states)  # calls resume from `states`
+                                vad=call_vad, states=call_states)  # calls resume from it
         root_specs = [virtual_spec, CallsSupervisor.spec(services), *cfg.children]
         await system.spawn(Supervisor, "root", parent=self, expose=False,
                            factory=lambda: Supervisor(root_specs))
