@@ -9,7 +9,6 @@ holds passwords.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,13 @@ import msgspec
 import yaml
 from switchboard.protocols.sip_config import SipConfig
 from switchboard.protocols.tenants import dec_hook
+from switchboard.storage.yaml_lines import YamlFileError, schema_error, schema_problem
 
 __all__ = ["SipConfigError", "load_sip_config", "parse_sip_config"]
 
 
-class SipConfigError(ValueError):
+class SipConfigError(YamlFileError):
     """The SIP config file is invalid; `line` and `column` are 1-based (0 when unknown)."""
-
-    def __init__(self, source: str, line: int, column: int, message: str) -> None:
-        super().__init__(f"{source}:{line}:{column}: {message}")
-        self.line = line
-        self.column = column
 
 
 class _SipFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -46,6 +41,8 @@ def load_sip_config(path: str | Path) -> SipConfig:
 
 
 def parse_sip_config(text: str, *, source: str = "<sip config>") -> SipConfig:
+    # Not yaml_lines.compose: this file's syntax errors quote pyyaml's problem alone, and a
+    # constructor error from safe_load becomes a SipConfigError too.
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data: Any = yaml.safe_load(text)
@@ -61,28 +58,4 @@ def parse_sip_config(text: str, *, source: str = "<sip config>") -> SipConfig:
     try:
         return msgspec.convert(data, _SipFile, dec_hook=dec_hook).sip
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        found = re.search(r" - at `(\$[^`]*)`$", message)
-        what = message[: found.start()] if found else message
-        node, readable = _find(root, found.group(1) if found else "$")
-        unknown = re.match(r"Object contains unknown field `([^`]*)`", what)
-        if unknown is not None and isinstance(node, yaml.MappingNode):
-            node = next((k for k, _ in node.value if k.value == unknown.group(1)), node)
-        where = f"{readable}: " if readable else ""
-        raise SipConfigError(source, node.start_mark.line + 1, node.start_mark.column + 1,
-                             f"{where}{what}") from None
-
-
-def _find(root: yaml.Node, path: str) -> tuple[yaml.Node, str]:
-    """The deepest YAML node along a msgspec path, and that path's readable form."""
-    node, walked = root, ""
-    for key, index in re.findall(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]", path):
-        child: yaml.Node | None = None
-        if key and isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == key), None)
-        elif index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
-            child = node.value[int(index)]
-        if child is None:
-            break
-        node, walked = child, walked + (f".{key}" if key else f"[{index}]")
-    return node, walked.lstrip(".")
+        raise schema_error(SipConfigError, source, schema_problem(str(exc), root)) from None

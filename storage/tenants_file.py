@@ -16,7 +16,6 @@ Error texts quote paths and line numbers, never the values: a number is a phone 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
@@ -29,16 +28,19 @@ from switchboard.protocols.tenants import (
     dec_hook,
     normalize_number,
 )
+from switchboard.storage.yaml_lines import (
+    YamlFileError,
+    compose,
+    error_at,
+    line_of,
+    refuse_repeated_keys,
+    schema_error,
+    schema_problem,
+)
 
 
-class TenantsFileError(ValueError):
+class TenantsFileError(YamlFileError):
     """The tenants file is invalid; `line` and `column` are 1-based (0 when unknown)."""
-
-    def __init__(self, source: str, line: int, column: int, message: str) -> None:
-        super().__init__(f"{source}:{line}:{column}: {message}")
-        self.source = source
-        self.line = line
-        self.column = column
 
 
 class TenantsFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -90,11 +92,11 @@ def parse_tenants(text: str, *, source: str = "<tenants>", base_dir: Path | None
                   brains: Collection[str] | None = None) -> list[TenantConfig]:
     """Validate the YAML text; relative `greeting_audio` and `flow` paths resolve against
     `base_dir`."""
-    root = _compose(text, source)
+    root = compose(text, source, TenantsFileError)
     if root is None:
         raise TenantsFileError(source, 1, 1, "the file is empty: declare `tenants:` "
                                "(see configs/tenants.example.yaml)")
-    _check_duplicate_keys(root, source)
+    refuse_repeated_keys(root, source, TenantsFileError)
     data = yaml.SafeLoader(text).get_single_data()
     try:
         parsed = msgspec.convert(data, TenantsFile, dec_hook=dec_hook)
@@ -103,105 +105,22 @@ def parse_tenants(text: str, *, source: str = "<tenants>", base_dir: Path | None
     return _check_rules(parsed, root, source, base_dir, brains)
 
 
-# -- YAML nodes and lines ----------------------------------------------------------------------
-
-
-def _compose(text: str, source: str) -> yaml.Node | None:
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-        problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-        raise TenantsFileError(source, line, col, f"YAML syntax: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise TenantsFileError(source, 0, 0, f"YAML: {type(exc).__name__}") from None
-
-
-def _check_duplicate_keys(node: yaml.Node, source: str) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, yaml.Node] = {}
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    first = seen[key.value].start_mark.line + 1
-                    raise TenantsFileError(source, *_pos(key), f"key `{key.value}` repeats "
-                                           f"the one on line {first}; keep one")
-                seen[key.value] = key
-            _check_duplicate_keys(value, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_duplicate_keys(item, source)
-
-
-def _pos(node: yaml.Node) -> tuple[int, int]:
-    return node.start_mark.line + 1, node.start_mark.column + 1
-
-
-_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
-
-
-def _find(root: yaml.Node, path: str) -> tuple[yaml.Node, str]:
-    """The deepest node along a msgspec path (`$.tenants[0].limits`), and that path's readable
-    form up to it."""
-    node, walked = root, []
-    for match in _STEP.finditer(path):
-        key, index = match.group(1), match.group(2)
-        child = _child(node, key, int(index) if index is not None else None)
-        if child is None:
-            break
-        node = child
-        walked.append(f".{key}" if key is not None else f"[{index}]")
-    return node, "".join(walked).lstrip(".")
-
-
-def _child(node: yaml.Node, key: str | None, index: int | None) -> yaml.Node | None:
-    if key is not None and isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key:
-                return v
-    if index is not None and isinstance(node, yaml.SequenceNode) and index < len(node.value):
-        return node.value[index]
-    return None
-
-
-def _key_node(mapping: yaml.Node, key: str) -> yaml.Node | None:
-    if isinstance(mapping, yaml.MappingNode):
-        for k, _ in mapping.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key:
-                return k
-    return None
-
-
-_AT = re.compile(r"^(?P<what>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
+# -- YAML nodes and lines (shared: storage/yaml_lines.py) --------------------------------------
 
 
 def _schema_error(message: str, root: yaml.Node, source: str) -> TenantsFileError:
-    match = _AT.match(message)
-    what = match.group("what") if match else message
-    path = (match.group("path") if match else None) or "$"
-    node, readable = _find(root, path)
-    unknown = re.match(r"Object contains unknown field `([^`]*)`", what)
-    if unknown:
-        key = _key_node(node, unknown.group(1))
-        if key is not None:
-            node = key
+    problem = schema_problem(message, root)
+    what, path = problem.what, problem.path
     hint = ""
     if "got `int`" in what and path.endswith(".number"):
         hint = ' (quote phone numbers: YAML reads +15550100 as an integer; write "+15550100")'
     elif "matching regex" in what and path.endswith(".number"):
         hint = ' (E.164: + then country code and number, e.g. "+15550100")'
-    where = f"{readable}: " if readable else ""
-    return TenantsFileError(source, *_pos(node), f"{where}{what}{hint}")
+    return schema_error(TenantsFileError, source, problem, f"{what}{hint}")
 
 
 def _at(root: yaml.Node, source: str, path: str, message: str) -> TenantsFileError:
-    node, readable = _find(root, path)
-    return TenantsFileError(source, *_pos(node), f"{readable}: {message}")
-
-
-def _line(root: yaml.Node, path: str) -> int:
-    return _pos(_find(root, path)[0])[0]
+    return error_at(TenantsFileError, root, source, path, message)
 
 
 # -- rules across fields -----------------------------------------------------------------------
@@ -216,7 +135,7 @@ def _check_rules(parsed: TenantsFile, root: yaml.Node, source: str, base_dir: Pa
         here = f"$.tenants[{t}]"
         if tenant.id in tenant_at:
             raise _at(root, source, f"{here}.id", f"tenant id `{tenant.id}` is already used by "
-                      f"{tenant_at[tenant.id][2:]} (line {_line(root, tenant_at[tenant.id])})")
+                      f"{tenant_at[tenant.id][2:]} (line {line_of(root, tenant_at[tenant.id])})")
         tenant_at[tenant.id] = here
         agents: list[AgentConfig] = []
         agent_at: dict[str, str] = {}
@@ -224,7 +143,7 @@ def _check_rules(parsed: TenantsFile, root: yaml.Node, source: str, base_dir: Pa
             apath = f"{here}.agents[{a}]"
             if agent.id in agent_at:
                 raise _at(root, source, f"{apath}.id", f"agent id `{agent.id}` is already used "
-                          f"in this tenant (line {_line(root, agent_at[agent.id])})")
+                          f"in this tenant (line {line_of(root, agent_at[agent.id])})")
             agent_at[agent.id] = apath
             if brains is not None and agent.brain not in brains:
                 raise _at(root, source, f"{apath}.brain", f"brain `{agent.brain}` is not "
@@ -240,7 +159,7 @@ def _check_rules(parsed: TenantsFile, root: yaml.Node, source: str, base_dir: Pa
             if route.number in number_at:
                 first = number_at[route.number]
                 raise _at(root, source, f"{npath}.number", "this number is already declared at "
-                          f"{first[2:]} (line {_line(root, first + '.number')}); a number "
+                          f"{first[2:]} (line {line_of(root, first + '.number')}); a number "
                           "routes to exactly one tenant and agent")
             number_at[route.number] = npath
         out.append(msgspec.structs.replace(tenant, agents=agents))

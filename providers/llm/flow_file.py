@@ -16,23 +16,24 @@ values, so they read the same for every script.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import msgspec
 import yaml
 from switchboard.protocols.flow import FlowScript
 from switchboard.providers.llm.flow_engine import check_script
+from switchboard.storage.yaml_lines import (
+    YamlFileError,
+    compose,
+    error_at,
+    refuse_repeated_keys,
+    schema_error,
+    schema_problem,
+)
 
 
-class FlowFileError(ValueError):
+class FlowFileError(YamlFileError):
     """The flow script is invalid; `line` and `column` are 1-based (0 when unknown)."""
-
-    def __init__(self, source: str, line: int, column: int, message: str) -> None:
-        super().__init__(f"{source}:{line}:{column}: {message}")
-        self.source = source
-        self.line = line
-        self.column = column
 
 
 def load_flow(path: str | Path) -> FlowScript:
@@ -47,11 +48,11 @@ def load_flow(path: str | Path) -> FlowScript:
 
 def parse_flow(text: str, *, source: str = "<flow>") -> FlowScript:
     """Validate a YAML script; the script may also sit under a top-level `flow:` key."""
-    root = _compose(text, source)
+    root = compose(text, source, FlowFileError)
     if root is None:
         raise FlowFileError(source, 1, 1, "the file is empty: a flow script needs `greeting:` "
                             "and `intents:` (see configs/flows/demo.yaml)")
-    _refuse_repeated_keys(root, source)
+    refuse_repeated_keys(root, source, FlowFileError)
     data = yaml.SafeLoader(text).get_single_data()
     prefix = "$"
     if isinstance(data, dict) and set(data) == {"flow"}:
@@ -61,81 +62,17 @@ def parse_flow(text: str, *, source: str = "<flow>") -> FlowScript:
     except msgspec.ValidationError as exc:
         raise _schema_error(str(exc), root, source, prefix) from None
     for path, message in check_script(script):
-        node, readable = _find(root, prefix + path[1:])
-        raise FlowFileError(source, *_pos(node), f"{readable}: {message}")
+        raise error_at(FlowFileError, root, source, prefix + path[1:], message, top=_TOP)
     return script
 
 
-def _compose(text: str, source: str) -> yaml.Node | None:
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-        problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-        raise FlowFileError(source, line, col, f"YAML syntax: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise FlowFileError(source, 0, 0, f"YAML: {type(exc).__name__}") from None
-
-
-def _refuse_repeated_keys(node: yaml.Node, source: str) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, yaml.Node] = {}
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    first = seen[key.value].start_mark.line + 1
-                    raise FlowFileError(source, *_pos(key), f"key `{key.value}` repeats the "
-                                        f"one on line {first}; keep one")
-                seen[key.value] = key
-            _refuse_repeated_keys(value, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _refuse_repeated_keys(item, source)
-
-
-def _pos(node: yaml.Node) -> tuple[int, int]:
-    return node.start_mark.line + 1, node.start_mark.column + 1
-
-
-_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
-_AT = re.compile(r"^(?P<what>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
-_UNKNOWN = re.compile(r"Object contains unknown field `([^`]*)`")
-
-
-def _find(root: yaml.Node, path: str) -> tuple[yaml.Node, str]:
-    """The deepest node along a msgspec path (`$.intents[0].slots`), and its readable path."""
-    node, walked = root, []
-    for match in _STEP.finditer(path):
-        key, index = match.group(1), match.group(2)
-        child = _child(node, key, int(index) if index is not None else None)
-        if child is None:
-            break
-        node = child
-        walked.append(f".{key}" if key is not None else f"[{index}]")
-    return node, "".join(walked).lstrip(".") or "(top level)"
-
-
-def _child(node: yaml.Node, key: str | None, index: int | None) -> yaml.Node | None:
-    if key is not None and isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key:
-                return v
-    if index is not None and isinstance(node, yaml.SequenceNode) and index < len(node.value):
-        return node.value[index]
-    return None
+_TOP = "(top level)"  # the readable path of an error at the script's root
 
 
 def _schema_error(message: str, root: yaml.Node, source: str, prefix: str) -> FlowFileError:
-    match = _AT.match(message)
-    what = match.group("what") if match else message
-    path = prefix + ((match.group("path") if match else None) or "$")[1:]
-    node, readable = _find(root, path)
-    unknown = _UNKNOWN.match(what)
-    if unknown and isinstance(node, yaml.MappingNode):  # point at the misspelt key itself
-        for key, _ in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value == unknown.group(1):
-                node = key
-    if readable.endswith(".dtmf"):  # YAML reads `1` as a number, `#` as a comment, `*` as an alias
+    problem = schema_problem(message, root, prefix=prefix, top=_TOP)
+    what = problem.what
+    # YAML reads `1` as a number, `#` as a comment, `*` as an alias
+    if problem.readable.endswith(".dtmf"):
         what += '; write the keys (0-9, *, A-D, or a lone #) in quotes, e.g. dtmf: "1"'
-    return FlowFileError(source, *_pos(node), f"{readable}: {what}")
+    return schema_error(FlowFileError, source, problem, what)
