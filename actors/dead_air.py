@@ -76,13 +76,13 @@ class DeadAirWatchdog:
     def owe(self, since: float | None = None) -> None:
         """An answer is owed; the caller has heard nothing since `since` (monotonic)."""
         if not self._owed:
-            self._owed, self._rung, self.recoveries = True, 0, 0
+            self._owed, self._rung, self.recoveries, self._graced = True, 0, 0, False
             self._silent_since = since
             self._wake.set()
 
     def heard(self) -> None:
         """The caller hears the answer: a later silence starts the ladder again."""
-        self._rung, self._silent_since = 0, None
+        self._rung, self._silent_since, self._graced = 0, None, False
 
     def settle(self) -> None:
         """Nothing is owed any more."""

@@ -95,6 +95,18 @@ class LoadCall:
             self.voiced += 1
 
 
+def _add_counts(totals: dict[str, int], record: LoadCall) -> None:
+    """Add what one call heard and sent to `totals` (retired calls and live ones alike)."""
+    totals["frames"] += record.frames
+    totals["lost"] += record.lost
+    totals["voiced"] += record.voiced
+    if record.sip is not None and record.sip.rtp is not None:
+        s = record.sip.rtp.statistics()
+        totals["sent"] += s.packets_sent
+        totals["late"] += s.late_sends
+        totals["skipped"] += s.skipped_slots
+
+
 class LoadGenerator:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -212,27 +224,12 @@ class LoadGenerator:
             await asyncio.sleep(0.25)
 
     def retire(self, record: LoadCall) -> None:
-        f = self.finished
-        f["frames"] += record.frames
-        f["lost"] += record.lost
-        f["voiced"] += record.voiced
-        if record.sip is not None and record.sip.rtp is not None:
-            s = record.sip.rtp.statistics()
-            f["sent"] += s.packets_sent
-            f["late"] += s.late_sends
-            f["skipped"] += s.skipped_slots
+        _add_counts(self.finished, record)
 
     def stats(self) -> dict[str, Any]:
         totals = dict(self.finished)
         for record in self.calls:
-            totals["frames"] += record.frames
-            totals["lost"] += record.lost
-            totals["voiced"] += record.voiced
-            if record.sip is not None and record.sip.rtp is not None:
-                s = record.sip.rtp.statistics()
-                totals["sent"] += s.packets_sent
-                totals["late"] += s.late_sends
-                totals["skipped"] += s.skipped_slots
+            _add_counts(totals, record)
         setup = sorted(self.setup_times)
         return {"active": len(self.calls), "placed": self.placed,
                 "setup_failed": self.setup_failed, "dropped": self.dropped,

@@ -67,3 +67,10 @@ def test_the_answer_heard_inside_the_grace_needs_no_filler() -> None:
     dog.heard()
     dog.settle()
     assert recoveries == []
+    # The next answer owed gets its own grace, counted again.
+    graced = DEAD_AIR.labels(TTS, GRACE)._value.get()
+    audible[0] = False
+    dog.owe(since=10.0)
+    at(dog, clock, 11.3)
+    assert recoveries == []
+    assert DEAD_AIR.labels(TTS, GRACE)._value.get() == graced + 1
