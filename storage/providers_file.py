@@ -33,6 +33,7 @@ from switchboard.storage.yaml_lines import (
     compose,
     error_at,
     line_of,
+    read_text,
     refuse_repeated_keys,
     schema_error,
     schema_problem,
@@ -66,11 +67,7 @@ def load_providers(path: str | Path, *, environ: Mapping[str, str] | None = None
                    reserved: Collection[str] = ()) -> list[LlmProvider]:
     """Read and validate the file; `reserved`: names the node's embedded providers have."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProvidersFileError(str(path), 0, 0, "cannot read the providers file "
-                                 f"({exc.strerror or type(exc).__name__})") from None
+    text = read_text(path, ProvidersFileError, "the providers file")
     return parse_providers(text, source=str(path), environ=environ, reserved=reserved)
 
 

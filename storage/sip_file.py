@@ -16,7 +16,7 @@ import msgspec
 import yaml
 from switchboard.protocols.sip_config import SipConfig
 from switchboard.protocols.tenants import dec_hook
-from switchboard.storage.yaml_lines import YamlFileError, schema_error, schema_problem
+from switchboard.storage.yaml_lines import YamlFileError, read_text, schema_error, schema_problem
 
 __all__ = ["SipConfigError", "load_sip_config", "parse_sip_config"]
 
@@ -32,11 +32,7 @@ class _SipFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 def load_sip_config(path: str | Path) -> SipConfig:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SipConfigError(str(path), 0, 0, "cannot read the SIP config file "
-                             f"({exc.strerror or type(exc).__name__})") from None
+    text = read_text(path, SipConfigError, "the SIP config file")
     return parse_sip_config(text, source=str(path))
 
 

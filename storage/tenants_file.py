@@ -33,6 +33,7 @@ from switchboard.storage.yaml_lines import (
     compose,
     error_at,
     line_of,
+    read_text,
     refuse_repeated_keys,
     schema_error,
     schema_problem,
@@ -79,11 +80,7 @@ def load_tenants(path: str | Path, *, brains: Collection[str] | None = None
     """Read, validate and index the tenants file. `brains`: the agent brains this node can
     run (None: do not check)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TenantsFileError(str(path), 0, 0, f"cannot read the tenants file "
-                               f"({exc.strerror or type(exc).__name__})") from None
+    text = read_text(path, TenantsFileError, "the tenants file")
     tenants = parse_tenants(text, source=str(path), base_dir=path.parent, brains=brains)
     return StaticTenantDirectory(tenants)
 

@@ -10,6 +10,7 @@ hints stay in each loader, which passes its own `YamlFileError` subclass to rais
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 import yaml
@@ -35,6 +36,18 @@ E = TypeVar("E", bound=YamlFileError)
 _STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
 _UNKNOWN = re.compile(r"Object contains unknown field `([^`]*)`")
+
+
+def read_text(path: Path, error: type[YamlFileError], what: str) -> str:
+    """The file's text, or `error` naming why it cannot be read (`what`: "the tenants file")."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(str(path), 0, 0, f"cannot read {what} "
+                    f"({exc.strerror or type(exc).__name__})") from None
+    except UnicodeDecodeError as exc:
+        raise error(str(path), 0, 0, f"{what} is not UTF-8 text (byte {exc.start}); save it "
+                    "as UTF-8") from None
 
 
 def compose(text: str, source: str, error: type[YamlFileError]) -> yaml.Node | None:

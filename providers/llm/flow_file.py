@@ -26,6 +26,7 @@ from switchboard.storage.yaml_lines import (
     YamlFileError,
     compose,
     error_at,
+    read_text,
     refuse_repeated_keys,
     schema_error,
     schema_problem,
@@ -38,11 +39,7 @@ class FlowFileError(YamlFileError):
 
 def load_flow(path: str | Path) -> FlowScript:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FlowFileError(str(path), 0, 0, f"cannot read the flow script "
-                            f"({exc.strerror or type(exc).__name__})") from None
+    text = read_text(path, FlowFileError, "the flow script")
     return parse_flow(text, source=str(path))
 
 
