@@ -385,15 +385,12 @@ class RtpSession:
         if frame.payload is not None and frame.timestamp is not None:
             self._deliver_audio(frame.timestamp, frame.payload)
             return
+        # A lost frame: conceal with frames as long as the peer's (a 30 ms ptime peer loses
+        # 30 ms), on the stream's clock where the next frame was due.
         at = self._rx_next_at
-        if frame.payload is None:
-            # Conceal with frames as long as the peer's (a 30 ms ptime peer loses 30 ms).
-            pcm = self._decoder.conceal(self._rx_samples)
-        else:
-            pcm = self._decoder.decode(frame.payload)
-            self._rx_samples = len(pcm)
+        pcm = self._decoder.conceal(self._rx_samples)
         self._rx_next_at = at + len(pcm) / self.pcm_rate
-        self._call(self._on_audio, pcm, at, frame.payload is None)
+        self._call(self._on_audio, pcm, at, True)
 
     def _deliver_audio(self, timestamp: int, payload: bytes) -> None:
         """A received frame, placed on the stream's clock by its RTP timestamp."""
